@@ -1,0 +1,238 @@
+"""Settings parsed once from the environment (and ./.env) so a bad value stops start-up early."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ghapp.core.model import GhappError
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_TELEGRAM_URL = "https://api.telegram.org/bot"
+
+
+class ConfigError(GhappError):
+    """One line naming the variable and what it needs."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ghapp reads from its environment, validated."""
+
+    webhook_secret: str
+    app_id: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+    webhook_path: str = "/api/github/webhooks"
+    github_api_url: str = DEFAULT_API_URL
+    host: str = "0.0.0.0"
+    port: int = 3000
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    trigger_label: str = "mc-auto"
+    command: str = "/mc"
+    worker_user: str | None = None
+    claude_bin: str = "claude"
+    model: str | None = None
+    daily_budget_usd: float = 50.0
+    task_budget_usd: float = 5.0
+    task_budget_max_usd: float = 10.0
+    soft_timeout_s: float = 1800.0
+    kill_after_s: float = 60.0
+    grace_s: float = 300.0
+    concurrency: int = 1
+    max_turns: int = 200
+    anthropic_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    telegram_token: str | None = field(default=None, repr=False)
+    telegram_chat_ids: tuple[int, ...] = ()
+    telegram_api_url: str = DEFAULT_TELEGRAM_URL
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """File of the embedded store."""
+        url = self.database_url
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
+        return self.data_dir / "ghapp.sqlite3"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never reach the agent or a log."""
+        values = [self.webhook_secret, self.private_key or "", self.telegram_token or ""]
+        values.append(self.anthropic_env.get("ANTHROPIC_API_KEY", ""))
+        return tuple(v for v in values if v)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file; quotes stripped, comments and blanks skipped."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def environment(cwd: Path | None = None) -> dict[str, str]:
+    """The process environment over ./.env: a real variable wins over the file."""
+    merged = read_dotenv((cwd or Path.cwd()) / ".env")
+    merged.update(os.environ)
+    return merged
+
+
+class _Reader:
+    """Typed access to the raw mapping that names the variable in every error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: must be a number, got {raw!r}") from None
+        if value != value or value < minimum or value == float("inf"):
+            raise ConfigError(f"{name}: must be a finite number >= {minimum:g}, got {raw!r}")
+        return value
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: must be a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name}: must be >= {minimum}, got {raw!r}")
+        return value
+
+
+def _private_key(r: _Reader) -> str | None:
+    """PEM from PRIVATE_KEY (literal \\n allowed) or the file at PRIVATE_KEY_PATH."""
+    inline = r.text("PRIVATE_KEY")
+    if inline:
+        pem = inline.replace("\\n", "\n")
+    else:
+        path = r.text("PRIVATE_KEY_PATH")
+        if path is None:
+            return None
+        try:
+            pem = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"PRIVATE_KEY_PATH: cannot read {path}: {exc.strerror}") from None
+    if "-----BEGIN" not in pem or "PRIVATE KEY-----" not in pem:
+        raise ConfigError(
+            "PRIVATE_KEY: must be a PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+        )
+    return pem
+
+
+def _api_url(r: _Reader) -> str:
+    """GITHUB_API_URL, or the GHE_HOST shortcut."""
+    url = r.text("GITHUB_API_URL")
+    host = r.text("GHE_HOST")
+    if url is None and host is not None:
+        url = f"https://{host}/api/v3"
+    url = (url or DEFAULT_API_URL).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"GITHUB_API_URL: must start with http:// or https://, got {url!r}")
+    return url
+
+
+def _chat_ids(r: _Reader) -> tuple[int, ...]:
+    """TELEGRAM_CHAT_IDS as integers."""
+    raw = r.text("TELEGRAM_CHAT_IDS") or ""
+    try:
+        return tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"TELEGRAM_CHAT_IDS: must be comma-separated chat ids, got {raw!r}"
+        ) from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate the whole configuration; ConfigError names the first bad variable."""
+    r = _Reader(environment() if env is None else env)
+    secret = r.text("WEBHOOK_SECRET")
+    if secret is None:
+        raise ConfigError("WEBHOOK_SECRET: required; ghapp never accepts unsigned webhooks")
+    app_id = r.text("APP_ID")
+    if app_id is not None and not app_id.isdigit():
+        raise ConfigError(f"APP_ID: must be the numeric GitHub App id, got {app_id!r}")
+    key = _private_key(r)
+    if app_id is not None and key is None:
+        raise ConfigError("PRIVATE_KEY: required with APP_ID (PEM text or PRIVATE_KEY_PATH)")
+    path = r.text("WEBHOOK_PATH", "/api/github/webhooks") or ""
+    if not path.startswith("/"):
+        raise ConfigError(f"WEBHOOK_PATH: must start with '/', got {path!r}")
+    data_dir = Path(r.text("MC_DATA_DIR", "data") or "data")
+    database_url = r.text("DATABASE_URL") or f"sqlite:///{data_dir / 'ghapp.sqlite3'}"
+    if not database_url.startswith("sqlite:///"):
+        raise ConfigError(f"DATABASE_URL: must be sqlite:///PATH, got {database_url!r}")
+    daily = r.number("MC_DAILY_BUDGET_USD", 50.0)
+    task = r.number("MC_TASK_BUDGET_USD", 5.0)
+    task_max = r.number("MC_TASK_BUDGET_MAX_USD", 10.0)
+    if task > task_max:
+        raise ConfigError("MC_TASK_BUDGET_USD: must not exceed MC_TASK_BUDGET_MAX_USD")
+    command = r.text("MC_COMMAND", "/mc") or "/mc"
+    if any(c.isspace() for c in command):
+        raise ConfigError(f"MC_COMMAND: must be one word such as /mc, got {command!r}")
+    level = (r.text("LOG_LEVEL", "info") or "info").lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"LOG_LEVEL: must be debug, info, warning or error, got {level!r}")
+    fmt = (r.text("LOG_FORMAT", "text") or "text").lower()
+    if fmt not in {"text", "json"}:
+        raise ConfigError(f"LOG_FORMAT: must be text or json, got {fmt!r}")
+    anthropic = {
+        name: value
+        for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
+        if (value := r.text(name)) is not None
+    }
+    return Settings(
+        webhook_secret=secret,
+        app_id=app_id,
+        private_key=key,
+        webhook_path=path,
+        github_api_url=_api_url(r),
+        host=r.text("HOST", "0.0.0.0") or "0.0.0.0",
+        port=r.integer("PORT", 3000),
+        data_dir=data_dir,
+        database_url=database_url,
+        trigger_label=r.text("MC_TRIGGER_LABEL", "mc-auto") or "mc-auto",
+        command=command,
+        worker_user=r.text("MC_WORKER_USER"),
+        claude_bin=r.text("CLAUDE_BIN", "claude") or "claude",
+        model=r.text("MC_MODEL"),
+        daily_budget_usd=daily,
+        task_budget_usd=task,
+        task_budget_max_usd=task_max,
+        soft_timeout_s=r.number("MC_SOFT_TIMEOUT_S", 1800.0, minimum=1.0),
+        kill_after_s=r.number("MC_KILL_AFTER_S", 60.0),
+        grace_s=r.number("MC_GRACE_S", 300.0, minimum=1.0),
+        concurrency=r.integer("MC_CONCURRENCY", 1, minimum=1),
+        max_turns=r.integer("MC_MAX_TURNS", 200, minimum=1),
+        anthropic_env=anthropic,
+        telegram_token=r.text("TELEGRAM_BOT_TOKEN"),
+        telegram_chat_ids=_chat_ids(r),
+        telegram_api_url=r.text("TELEGRAM_API_URL", DEFAULT_TELEGRAM_URL) or DEFAULT_TELEGRAM_URL,
+        log_level=level,
+        log_format=fmt,
+    )

@@ -1,0 +1,216 @@
+"""Domain values shared by the core and every adapter; no I/O, no framework."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+
+class TaskState(StrEnum):
+    """Life cycle of a task; the last three are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Terminal states never change again except by an explicit retry."""
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+ACTIVE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
+
+
+class TaskSource(StrEnum):
+    """Where the request came from; shown in the PR and used for replies."""
+
+    LABEL = "label"
+    COMMENT = "comment"
+    REVIEW = "review"
+    TELEGRAM = "telegram"
+
+
+def utcnow() -> datetime:
+    """Aware UTC now, the only time zone the store speaks."""
+    return datetime.now(UTC)
+
+
+def utc_day(moment: datetime) -> date:
+    """The budget day a moment belongs to."""
+    return moment.astimezone(UTC).date()
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a trigger asks for, before the store gives it an id."""
+
+    source: TaskSource
+    repo: str
+    installation_id: int
+    issue_number: int
+    requester: str
+    instructions: str
+    budget_usd: float
+    title: str = ""
+    body: str = ""
+    delivery_id: str | None = None
+    trigger_comment_id: int | None = None
+    is_pull_request: bool = False
+    branch: str | None = None
+    pr_number: int | None = None
+    review_path: str | None = None
+    review_line: int | None = None
+    parent_task_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A stored task; every field is a column of the tasks table."""
+
+    id: int
+    source: TaskSource
+    repo: str
+    installation_id: int
+    issue_number: int
+    requester: str
+    instructions: str
+    budget_usd: float
+    state: TaskState
+    created_at: datetime
+    title: str = ""
+    body: str = ""
+    delivery_id: str | None = None
+    trigger_comment_id: int | None = None
+    is_pull_request: bool = False
+    attempt: int = 1
+    branch: str | None = None
+    base_sha: str | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    pr_fate: str | None = None
+    cost_usd: float = 0.0
+    reserved_usd: float = 0.0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failure_reason: str | None = None
+    wait_reason: str | None = None
+    summary: str | None = None
+    log_path: str | None = None
+    cancel_requested: bool = False
+    tracking_comment_id: int | None = None
+    review_path: str | None = None
+    review_line: int | None = None
+    parent_task_id: int | None = None
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def owner(self) -> str:
+        """Repository owner login."""
+        return self.repo.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """Repository name without the owner."""
+        return self.repo.split("/", 1)[1]
+
+
+TASK_FIELDS = frozenset(f.name for f in dataclasses.fields(Task))
+# Fields a caller may change with TaskStore.update; state moves only through transitions.
+MUTABLE_FIELDS = TASK_FIELDS - {"id", "state", "created_at", "updated_at", "attempt", "cost_usd"}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery as stored in the inbox before it is processed."""
+
+    id: str
+    event: str
+    body: bytes
+    received_at: datetime
+    processed_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of asking the store for work: a task, or why none started."""
+
+    task: Task | None
+    waiting_for_budget: Task | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One run's real cost, booked on the UTC day it finished."""
+
+    day: date
+    task_id: int
+    attempt: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    """Today's money picture for status replies and the runner's checks."""
+
+    day: date
+    daily_budget_usd: float
+    spent_usd: float
+    reserved_usd: float
+    entries: tuple[LedgerEntry, ...] = ()
+
+    @property
+    def remaining_usd(self) -> float:
+        """Money that a new task may still reserve today."""
+        return max(0.0, self.daily_budget_usd - self.spent_usd - self.reserved_usd)
+
+
+@dataclass(frozen=True)
+class Installation:
+    """A GitHub App installation and the repositories it can reach."""
+
+    id: int
+    account: str
+    repos: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Telegram-side short name for a repository."""
+
+    slug: str
+    repo: str
+    installation_id: int
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class Repository:
+    """What the runner needs to know about a repository on the forge."""
+
+    full_name: str
+    default_branch: str
+    clone_url: str
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request ghapp opened or found."""
+
+    number: int
+    url: str
+    head: str
+    state: str = "open"
+
+
+class GhappError(Exception):
+    """Base of every error that carries a message meant for a human."""
+
+
+class BadCommand(GhappError):
+    """A command that does not parse; its message says how to write it."""

@@ -1,0 +1,286 @@
+"""Typed ports the core talks through; adapters implement them, bootstrap wires them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Protocol
+
+from ghapp.core.model import (
+    BudgetView,
+    Claim,
+    Delivery,
+    Installation,
+    NewTask,
+    Project,
+    PullRequest,
+    Repository,
+    Task,
+    TaskState,
+)
+
+
+class Clock(Protocol):
+    """Time source, replaceable in tests to turn the UTC day."""
+
+    def now(self) -> datetime: ...
+
+
+class TaskStore(Protocol):
+    """Durable tasks, deliveries inbox, spend ledger, installations and projects.
+
+    Every method that changes state is one transaction; a method either does all of its
+    change or none of it.
+    """
+
+    async def migrate(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    # -- deliveries inbox -------------------------------------------------------------
+    async def add_delivery(
+        self, delivery_id: str, event: str, body: bytes, received_at: datetime
+    ) -> bool:
+        """Store a delivery; False (and no change) when its id was stored before."""
+        ...
+
+    async def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
+        """Unprocessed deliveries, oldest first."""
+        ...
+
+    async def mark_delivery(
+        self, delivery_id: str, processed_at: datetime, error: str | None = None
+    ) -> None: ...
+
+    async def has_delivery(self, delivery_id: str) -> bool: ...
+
+    # -- tasks ------------------------------------------------------------------------
+    async def create_task(self, new: NewTask, now: datetime) -> Task | None:
+        """Queue a task; None (and no change) when the issue already has an active task."""
+        ...
+
+    async def get_task(self, task_id: int) -> Task | None: ...
+
+    async def active_task_for(self, repo: str, issue_number: int) -> Task | None:
+        """The queued or running task of an issue or PR, if any."""
+        ...
+
+    async def latest_task_for(self, repo: str, issue_number: int) -> Task | None:
+        """The newest task of an issue or PR in any state."""
+        ...
+
+    async def task_for_pr(self, repo: str, pr_number: int) -> Task | None:
+        """The newest task that opened or updated this pull request."""
+        ...
+
+    async def list_tasks(
+        self, states: Sequence[TaskState] | None = None, limit: int = 50
+    ) -> list[Task]:
+        """Tasks in the given states; queued ones oldest first, others newest first."""
+        ...
+
+    async def queue_position(self, task_id: int) -> int | None:
+        """1-based place of a queued task in the queue; None if it is not queued."""
+        ...
+
+    async def count(self, state: TaskState) -> int: ...
+
+    async def claim_next(self, now: datetime, daily_budget_usd: float) -> Claim:
+        """Atomically start the oldest queued task whose cap fits today's budget.
+
+        Skips tasks whose issue or branch already has a running task. If the oldest
+        eligible task does not fit, it stays queued with wait_reason set and is
+        returned as ``waiting_for_budget``; nothing younger jumps ahead of it.
+        """
+        ...
+
+    async def update(self, task_id: int, **fields: object) -> Task:
+        """Change bookkeeping fields (never state, attempt or cost); KeyError if unknown."""
+        ...
+
+    async def finish(
+        self,
+        task_id: int,
+        state: TaskState,
+        now: datetime,
+        cost_usd: float,
+        **fields: object,
+    ) -> Task:
+        """End a running attempt: book its cost on the ledger, release the reservation."""
+        ...
+
+    async def cancel(self, task_id: int, now: datetime, reason: str) -> Task | None:
+        """Queued: cancelled at once. Running: cancel_requested set. Terminal: None."""
+        ...
+
+    async def retry(self, task_id: int, now: datetime) -> Task | None:
+        """Failed or cancelled: back to queued as the next attempt. Otherwise None."""
+        ...
+
+    async def requeue_running(self, now: datetime) -> list[Task]:
+        """Return every running task (a crash orphan) to the queue as its next attempt."""
+        ...
+
+    async def budget(self, day: date, daily_budget_usd: float) -> BudgetView: ...
+
+    # -- installations and projects -----------------------------------------------------
+    async def upsert_installation(self, installation: Installation) -> None: ...
+
+    async def remove_installation(self, installation_id: int) -> None: ...
+
+    async def set_installation_repos(
+        self, installation_id: int, added: Sequence[str], removed: Sequence[str]
+    ) -> None: ...
+
+    async def installations(self) -> list[Installation]: ...
+
+    async def installation_for_repo(self, repo: str) -> int | None: ...
+
+    async def add_project(self, project: Project) -> None:
+        """Add or replace a project; making it default clears the old default."""
+        ...
+
+    async def remove_project(self, slug: str) -> bool: ...
+
+    async def projects(self) -> list[Project]: ...
+
+
+class Forge(Protocol):
+    """The code host's REST API as the core needs it (GitHub in production)."""
+
+    async def token(self, installation_id: int) -> str:
+        """A valid installation token, for git calls only."""
+        ...
+
+    async def permission(self, installation_id: int, repo: str, user: str) -> str:
+        """The user's permission on the repository: admin, maintain, write, read or none."""
+        ...
+
+    async def repository(self, installation_id: int, repo: str) -> Repository: ...
+
+    async def comment(self, installation_id: int, repo: str, number: int, body: str) -> int:
+        """Post an issue or PR comment; returns its id."""
+        ...
+
+    async def edit_comment(
+        self, installation_id: int, repo: str, comment_id: int, body: str
+    ) -> None: ...
+
+    async def react(
+        self,
+        installation_id: int,
+        repo: str,
+        content: str,
+        *,
+        issue_number: int | None = None,
+        comment_id: int | None = None,
+        review_comment: bool = False,
+    ) -> None:
+        """Add a reaction to an issue, an issue comment, or a review comment."""
+        ...
+
+    async def find_pr(self, installation_id: int, repo: str, branch: str) -> PullRequest | None:
+        """The open pull request whose head is this branch, if any."""
+        ...
+
+    async def open_pr(
+        self, installation_id: int, repo: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest: ...
+
+    async def update_pr(
+        self, installation_id: int, repo: str, number: int, *, body: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A task's private checkout, ready for the agent."""
+
+    path: Path
+    home: Path
+    branch: str
+    base_sha: str
+    start_sha: str
+    prior_commits: tuple[str, ...] = ()
+
+
+class Vcs(Protocol):
+    """Git work on mirrors and task checkouts; the token only ever lives in env."""
+
+    async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
+        """Fetch the mirror, make the private checkout on the task branch.
+
+        Reuses the remote task branch when it already exists (a retry or follow-up).
+        """
+        ...
+
+    async def rescue(self, ws: Workspace) -> bool:
+        """Commit anything left uncommitted as "WIP: auto-rescue"; True if it did."""
+        ...
+
+    async def commits_since(self, ws: Workspace, base: str) -> list[str]:
+        """One line per commit in base..HEAD, newest first."""
+        ...
+
+    async def push(self, ws: Workspace, token: str) -> None: ...
+
+    async def cleanup(self, ws: Workspace) -> None: ...
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """One agent run: what to tell it, where, and its limits."""
+
+    task_id: int
+    prompt: str
+    cwd: Path
+    home: Path
+    budget_usd: float
+    log_path: Path
+    soft_timeout_s: float
+    kill_after_s: float
+    max_turns: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    """What the agent run reported; advisory except for its cost."""
+
+    completed: bool
+    cost_usd: float
+    summary: str = ""
+    reason: str | None = None
+    subtype: str | None = None
+    is_error: bool = False
+    permission_denials: int = 0
+    exit_code: int | None = None
+    stopped: str | None = None
+    num_turns: int | None = None
+
+
+class Worker(Protocol):
+    """Runs the coding agent and reports its outcome; never raises for agent failures."""
+
+    async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
+        """Run until done, the soft timeout, or ``stop`` is set (cancel)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the operator wants to hear about."""
+
+    kind: str
+    text: str
+    task: Task | None = None
+
+
+class Messenger(Protocol):
+    """Operator notifications; must return at once and never raise."""
+
+    async def notify(self, notice: Notice) -> None: ...

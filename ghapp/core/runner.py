@@ -1,0 +1,330 @@
+"""Turns queued tasks into pull requests; trusts git, not the agent, and always finishes a task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from ghapp.core.model import PullRequest, Repository, Task, TaskSource, TaskState, utc_day
+from ghapp.core.ports import (
+    AgentOutcome,
+    AgentRequest,
+    Clock,
+    Forge,
+    TaskStore,
+    Vcs,
+    Worker,
+    Workspace,
+)
+from ghapp.core.prompt import build_prompt
+from ghapp.core.report import Reporter
+
+log = logging.getLogger(__name__)
+WAITING_FOR_BUDGET = "waiting for daily budget"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Limits and places the runner needs; copied from Settings by bootstrap."""
+
+    log_dir: Path
+    concurrency: int = 1
+    daily_budget_usd: float = 50.0
+    soft_timeout_s: float = 1800.0
+    kill_after_s: float = 60.0
+    grace_s: float = 300.0
+    max_turns: int | None = 200
+    poll_s: float = 5.0
+    cancel_poll_s: float = 2.0
+
+
+@dataclass
+class _Result:
+    """What one attempt ended as, before it is written down."""
+
+    state: TaskState
+    reason: str | None = None
+    pr: PullRequest | None = None
+
+
+def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: float) -> str:
+    """The pull request description: summary, commits, cost, and the issue it closes."""
+    origin = (
+        "Requested from Telegram"
+        if task.source is TaskSource.TELEGRAM
+        else f"Requested by @{task.requester}"
+    )
+    listed = "\n".join(f"- {c}" for c in commits[:100])
+    lines = [
+        outcome.summary.strip()[:20_000] or "(the agent gave no summary)",
+        "",
+        "### Commits",
+        listed,
+        "",
+        f"{origin}. MissionControl task #{task.id}, attempt {task.attempt}; "
+        f"cost ${task.cost_usd + outcome.cost_usd:.2f}; agent time {duration_s:.0f} s.",
+    ]
+    if task.issue_number > 0 and not task.is_pull_request:
+        lines += ["", f"Closes #{task.issue_number}"]
+    return "\n".join(lines)
+
+
+class TaskRunner:
+    """Claims tasks up to the concurrency limit and runs each through the pipeline."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        forge: Forge,
+        vcs: Vcs,
+        worker: Worker,
+        reporter: Reporter,
+        clock: Clock,
+        config: RunnerConfig,
+        log_tail: Callable[[Path], str] | None = None,
+    ) -> None:
+        self.store, self.forge, self.vcs, self.worker = store, forge, vcs, worker
+        self.reporter, self.clock, self.config = reporter, clock, config
+        self.log_tail = log_tail
+        self._wake = asyncio.Event()
+        self._stops: dict[int, asyncio.Event] = {}
+        self._jobs: dict[int, asyncio.Task[None]] = {}
+        self._loop: asyncio.Task[None] | None = None
+        self._waiting_announced: set[int] = set()
+        self._budget_alerts: set[tuple[date, str]] = set()
+
+    @property
+    def running_ids(self) -> list[int]:
+        """Tasks this process is running now."""
+        return list(self._jobs)
+
+    @property
+    def alive(self) -> bool:
+        """True while the claim loop runs; reported by /healthz."""
+        return self._loop is not None and not self._loop.done()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def request_stop(self, task_id: int) -> bool:
+        """Stop a running task as a cancel does; False if it does not run here."""
+        stop = self._stops.get(task_id)
+        if stop is None:
+            return False
+        stop.set()
+        return True
+
+    async def start(self) -> None:
+        """Return crash orphans to the queue, then start claiming."""
+        for task in await self.store.requeue_running(self.clock.now()):
+            log.warning("task %s was running when ghapp stopped; queued again", task.id)
+        self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
+
+    async def stop(self) -> None:
+        """Stop claiming and stop running agents; their tasks finish as cancelled-by-shutdown."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        for job in list(self._jobs.values()):
+            job.cancel()
+        if self._jobs:
+            await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until nothing runs; for tests and benchmarks."""
+        while self._jobs:
+            await asyncio.gather(*list(self._jobs.values()), return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.fill()
+            except Exception:
+                log.exception("claiming tasks failed; trying again shortly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+
+    async def fill(self) -> None:
+        """Start queued tasks until the concurrency limit or the budget says stop."""
+        while len(self._jobs) < self.config.concurrency:
+            claim = await self.store.claim_next(self.clock.now(), self.config.daily_budget_usd)
+            if claim.task is None:
+                waiting = claim.waiting_for_budget
+                if waiting is not None and waiting.id not in self._waiting_announced:
+                    self._waiting_announced.add(waiting.id)
+                    await self.reporter.track(waiting, position=1)
+                    await self.reporter.notify(
+                        "budget_wait", f"Task #{waiting.id} is {WAITING_FOR_BUDGET}", waiting
+                    )
+                return
+            task = claim.task
+            self._waiting_announced.discard(task.id)
+            self._stops[task.id] = asyncio.Event()
+            job = asyncio.create_task(self._run(task), name=f"ghapp-task-{task.id}")
+            self._jobs[task.id] = job
+
+    async def _run(self, task: Task) -> None:
+        """One attempt from claim to a terminal state; a shutdown leaves it to crash recovery."""
+        stop = self._stops[task.id]
+        watcher = asyncio.create_task(self._watch_cancel(task.id, stop))
+        cost_box = [0.0]
+        try:
+            try:
+                result = await self._attempt(task, stop, cost_box)
+            except Exception as exc:
+                log.exception("task %s failed inside ghapp", task.id)
+                result = _Result(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            await self._finish(task, result, cost_box[0])
+        finally:
+            watcher.cancel()
+            self._stops.pop(task.id, None)
+            self._jobs.pop(task.id, None)
+            self.wake()
+
+    async def _watch_cancel(self, task_id: int, stop: asyncio.Event) -> None:
+        """Notice a cancel recorded in the store (another process, or a lost wake-up)."""
+        while not stop.is_set():
+            await asyncio.sleep(self.config.cancel_poll_s)
+            current = await self.store.get_task(task_id)
+            if current is not None and current.cancel_requested:
+                stop.set()
+
+    async def _attempt(self, task: Task, stop: asyncio.Event, cost_box: list[float]) -> _Result:
+        """Prepare, run the agent, then let git decide what happened."""
+        log_path = self.config.log_dir / f"task-{task.id}-attempt-{task.attempt}.log"
+        task = await self.store.update(task.id, log_path=str(log_path), wait_reason=None)
+        await self.reporter.track(task)
+        await self.reporter.notify(
+            "started", f"Task #{task.id} started: {task.repo}#{task.issue_number}", task
+        )
+        repo = await self.forge.repository(task.installation_id, task.repo)
+        ws = await self.vcs.prepare(task, repo, await self.forge.token(task.installation_id))
+        try:
+            task = await self.store.update(task.id, branch=ws.branch, base_sha=ws.base_sha)
+            if stop.is_set():
+                return _Result(TaskState.CANCELLED, "cancelled before the agent started")
+            started = self.clock.now()
+            outcome = await self._run_agent(task, ws, log_path, stop)
+            cost_box[0] = outcome.cost_usd
+            duration = (self.clock.now() - started).total_seconds()
+            async with asyncio.timeout(self.config.grace_s):
+                return await self._publish(task, repo, ws, outcome, duration)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.vcs.cleanup(ws)
+
+    async def _run_agent(
+        self, task: Task, ws: Workspace, log_path: Path, stop: asyncio.Event
+    ) -> AgentOutcome:
+        """Run the worker; an exception from it is a failed run that cost nothing known."""
+        request = AgentRequest(
+            task_id=task.id,
+            prompt=build_prompt(task, ws),
+            cwd=ws.path,
+            home=ws.home,
+            budget_usd=task.budget_usd,
+            log_path=log_path,
+            soft_timeout_s=self.config.soft_timeout_s,
+            kill_after_s=self.config.kill_after_s,
+            max_turns=self.config.max_turns,
+        )
+        try:
+            return await self.worker.run(request, stop)
+        except Exception as exc:
+            log.exception("agent of task %s crashed", task.id)
+            return AgentOutcome(completed=False, cost_usd=0.0, reason=f"agent crashed: {exc}")
+
+    async def _publish(
+        self, task: Task, repo: Repository, ws: Workspace, outcome: AgentOutcome, duration: float
+    ) -> _Result:
+        """Rescue, verify, push, and open the PR only for a completed run with commits."""
+        rescued = await self.vcs.rescue(ws)
+        base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
+        commits = await self.vcs.commits_since(ws, base)
+        if commits:
+            await self.vcs.push(ws, await self.forge.token(task.installation_id))
+        saved = f"; work so far is on branch {ws.branch}" if commits else ""
+        if outcome.stopped == "cancelled":
+            return _Result(TaskState.CANCELLED, f"cancelled while running{saved}")
+        if not commits:
+            return _Result(TaskState.FAILED, "the agent made no commits")
+        if not outcome.completed:
+            reason = outcome.reason or "the agent did not complete"
+            if outcome.stopped == "timeout":
+                reason = f"stopped after {self.config.soft_timeout_s:g} s"
+            return _Result(TaskState.FAILED, f"{reason}{saved}")
+        if rescued:
+            log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
+        body = pr_body(task, outcome, commits, duration)
+        pr = await self.forge.find_pr(task.installation_id, task.repo, ws.branch)
+        if pr is None:
+            title = task.title.strip() or task.instructions.strip()[:80] or ws.branch
+            pr = await self.forge.open_pr(
+                task.installation_id,
+                task.repo,
+                head=ws.branch,
+                base=repo.default_branch,
+                title=title,
+                body=body,
+            )
+        elif task.parent_task_id is None:
+            await self.forge.update_pr(task.installation_id, task.repo, pr.number, body=body)
+        await self.store.update(
+            task.id, pr_number=pr.number, pr_url=pr.url, summary=outcome.summary[:4000]
+        )
+        return _Result(TaskState.SUCCEEDED, pr=pr)
+
+    async def _finish(self, task: Task, result: _Result, cost: float) -> None:
+        """Write the terminal state and cost, then tell everyone."""
+        now = self.clock.now()
+        fields: dict[str, object] = {"failure_reason": result.reason}
+        try:
+            done = await self.store.finish(task.id, result.state, now, cost, **fields)
+        except Exception:
+            log.exception("could not record the end of task %s", task.id)
+            return
+        tail = ""
+        if result.state is TaskState.FAILED and done.log_path and self.log_tail is not None:
+            with contextlib.suppress(Exception):
+                tail = self.log_tail(Path(done.log_path))
+        await self.reporter.track(done, log_tail=tail)
+        if result.state is TaskState.SUCCEEDED:
+            await self.reporter.react(done, "rocket")
+            await self.reporter.notify(
+                "pr_opened", f"Task #{done.id}: pull request {done.pr_url} (cost ${cost:.2f})", done
+            )
+        elif result.state is TaskState.FAILED:
+            await self.reporter.react(done, "confused")
+            await self.reporter.notify(
+                "failed", f"Task #{done.id} failed: {result.reason} (cost ${cost:.2f})", done
+            )
+        else:
+            await self.reporter.notify(
+                "cancelled", f"Task #{done.id} cancelled: {result.reason}", done
+            )
+        await self._budget_alert()
+
+    async def _budget_alert(self) -> None:
+        """Warn the operator once a day at 80% and when the budget is used up."""
+        day = utc_day(self.clock.now())
+        view = await self.store.budget(day, self.config.daily_budget_usd)
+        daily = self.config.daily_budget_usd
+        if daily <= 0:
+            return
+        for level, threshold in (("budget_80", 0.8), ("budget_exhausted", 1.0)):
+            if (
+                view.spent_usd >= daily * threshold - 1e-9
+                and (day, level) not in self._budget_alerts
+            ):
+                self._budget_alerts.add((day, level))
+                await self.reporter.notify(
+                    level, f"Daily budget: ${view.spent_usd:.2f} of ${daily:.2f} spent ({day})"
+                )

@@ -1,0 +1,215 @@
+"""Use cases behind every trigger: who may ask, what gets queued, cancel, retry, status."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
+from ghapp.core.model import NewTask, Task, TaskSource, TaskState
+from ghapp.core.ports import Clock, Forge, TaskStore
+from ghapp.core.report import Reporter
+
+log = logging.getLogger(__name__)
+WRITERS = frozenset({"admin", "maintain", "write"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Money limits and the command prefix the service enforces."""
+
+    daily_budget_usd: float
+    task_budget_usd: float
+    task_budget_max_usd: float
+    prefix: str = "/mc"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A request from GitHub, already translated from its payload."""
+
+    repo: str
+    installation_id: int
+    number: int
+    sender: str
+    sender_is_bot: bool
+    source: TaskSource
+    command: Command | None
+    error: str | None = None
+    title: str = ""
+    body: str = ""
+    comment_id: int | None = None
+    review_comment: bool = False
+    is_pull_request: bool = False
+    review_path: str | None = None
+    review_line: int | None = None
+    delivery_id: str | None = None
+
+
+class RunnerControl(Protocol):
+    """What the service needs from the runner: start looking, or stop a task."""
+
+    def wake(self) -> None: ...
+
+    def request_stop(self, task_id: int) -> bool: ...
+
+
+class TaskService:
+    """The one place that decides what a trigger does; adapters only translate."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        forge: Forge | None,
+        reporter: Reporter,
+        clock: Clock,
+        limits: Limits,
+    ) -> None:
+        self.store = store
+        self.forge = forge
+        self.reporter = reporter
+        self.clock = clock
+        self.limits = limits
+        self.runner: RunnerControl | None = None
+
+    async def may_write(self, installation_id: int, repo: str, user: str) -> bool:
+        """Write, maintain or admin on the repository; anything else may not spend."""
+        if self.forge is None:
+            return False
+        return await self.forge.permission(installation_id, repo, user) in WRITERS
+
+    async def handle(self, trig: Trigger) -> str:
+        """Act on a trigger; returns a short word of what happened, for logs and tests."""
+        if trig.sender_is_bot:
+            return "ignored: bot"
+        if trig.command is None:
+            text = (
+                f"{trig.error}\n\n{help_text(self.limits.prefix, self.limits.task_budget_max_usd)}"
+            )
+            await self.reporter.reply(trig.installation_id, trig.repo, trig.number, text)
+            return "bad command"
+        if isinstance(trig.command, SimpleCommand) and not trig.command.changes_state:
+            return await self._answer(trig, trig.command.name)
+        if not await self.may_write(trig.installation_id, trig.repo, trig.sender):
+            await self.reporter.reply(
+                trig.installation_id,
+                trig.repo,
+                trig.number,
+                f"@{trig.sender} only people with write access to {trig.repo} can ask "
+                "MissionControl to work or change its tasks.",
+            )
+            return "refused"
+        if isinstance(trig.command, NewTaskCommand):
+            return await self._queue(trig, trig.command)
+        if trig.command.name == "cancel":
+            task = await self.store.active_task_for(trig.repo, trig.number)
+            if task is None:
+                await self._say(trig, "There is no queued or running task here to cancel.")
+                return "nothing to cancel"
+            await self.cancel(task.id, f"cancelled by @{trig.sender}")
+            return "cancelled"
+        task = await self.store.latest_task_for(trig.repo, trig.number)
+        if task is None or await self.retry(task.id) is None:
+            await self._say(trig, "There is no failed or cancelled task here to retry.")
+            return "nothing to retry"
+        return "retried"
+
+    async def _say(self, trig: Trigger, text: str) -> None:
+        await self.reporter.reply(trig.installation_id, trig.repo, trig.number, text)
+
+    async def _answer(self, trig: Trigger, name: str) -> str:
+        """status and help: open to anyone who can comment."""
+        if name == "help":
+            await self._say(trig, help_text(self.limits.prefix, self.limits.task_budget_max_usd))
+            return "help"
+        task = await self.store.latest_task_for(trig.repo, trig.number)
+        if task is None:
+            await self._say(trig, "MissionControl has no task for this yet.")
+        else:
+            position = await self.store.queue_position(task.id)
+            where = f", position {position} in the queue" if position else ""
+            pr = f", pull request {task.pr_url}" if task.pr_url else ""
+            await self._say(
+                trig,
+                f"Task #{task.id} is {task.state.value}{where}; cost ${task.cost_usd:.2f}{pr}.",
+            )
+        return "status"
+
+    async def _queue(self, trig: Trigger, cmd: NewTaskCommand) -> str:
+        """Create the task, or a follow-up on a PR that ghapp opened."""
+        branch = pr_number = parent_id = None
+        title, body = trig.title, trig.body
+        if trig.is_pull_request:
+            parent = await self.store.task_for_pr(trig.repo, trig.number)
+            if parent is None:
+                return "ignored: not a MissionControl pull request"
+            branch, pr_number, parent_id = parent.branch, parent.pr_number, parent.id
+            title, body = parent.title, parent.body
+        new = NewTask(
+            source=trig.source,
+            repo=trig.repo,
+            installation_id=trig.installation_id,
+            issue_number=trig.number,
+            requester=trig.sender,
+            instructions=cmd.instructions,
+            budget_usd=task_cap(
+                cmd.budget_usd, self.limits.task_budget_usd, self.limits.task_budget_max_usd
+            ),
+            title=title,
+            body=body,
+            delivery_id=trig.delivery_id,
+            trigger_comment_id=trig.comment_id,
+            is_pull_request=trig.is_pull_request,
+            branch=branch,
+            pr_number=pr_number,
+            review_path=trig.review_path,
+            review_line=trig.review_line,
+            parent_task_id=parent_id,
+        )
+        task = await self.submit(new, review_comment=trig.review_comment)
+        return "queued" if task is not None else "ignored: already active"
+
+    async def submit(self, new: NewTask, *, review_comment: bool = False) -> Task | None:
+        """Queue a task and announce it; None when its issue already has an active task."""
+        task = await self.store.create_task(new, self.clock.now())
+        if task is None:
+            return None
+        await self.reporter.react(task, "eyes", review_comment=review_comment)
+        comment_id = await self.reporter.track(
+            task, position=await self.store.queue_position(task.id)
+        )
+        if comment_id is not None:
+            task = await self.store.update(task.id, tracking_comment_id=comment_id)
+        await self.reporter.notify(
+            "queued", f"Task #{task.id} queued: {task.repo}#{task.issue_number} {task.title}", task
+        )
+        if self.runner is not None:
+            self.runner.wake()
+        return task
+
+    async def cancel(self, task_id: int, reason: str) -> Task | None:
+        """Cancel a queued task now, or ask the runner to stop a running one."""
+        task = await self.store.cancel(task_id, self.clock.now(), reason)
+        if task is None:
+            return None
+        if task.state is TaskState.RUNNING:
+            if self.runner is not None:
+                self.runner.request_stop(task.id)
+            return task
+        await self.reporter.track(task)
+        await self.reporter.notify("cancelled", f"Task #{task.id} cancelled: {reason}", task)
+        return task
+
+    async def retry(self, task_id: int) -> Task | None:
+        """Re-queue a failed or cancelled task as its next attempt."""
+        task = await self.store.retry(task_id, self.clock.now())
+        if task is None:
+            return None
+        await self.reporter.track(task, position=await self.store.queue_position(task.id))
+        await self.reporter.notify(
+            "queued", f"Task #{task.id} re-queued (attempt {task.attempt})", task
+        )
+        if self.runner is not None:
+            self.runner.wake()
+        return task

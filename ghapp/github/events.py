@@ -1,0 +1,172 @@
+"""Pure translation of GitHub payloads into core triggers; no I/O, so it can be fuzzed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ghapp.core.commands import NewTaskCommand, parse_command
+from ghapp.core.model import BadCommand, TaskSource
+from ghapp.core.tasks import Trigger
+
+Payload = Mapping[str, Any]
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    """A nested object, or empty when the payload lacks or mangles it."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: object) -> int | None:
+    """An id or number, rejecting bools and strings that payloads never carry."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _base(payload: Payload, number: object) -> dict[str, Any] | None:
+    """Fields every trigger needs; None when the payload cannot name them."""
+    repo = _str(_dict(payload.get("repository")).get("full_name"))
+    installation = _int(_dict(payload.get("installation")).get("id"))
+    sender = _dict(payload.get("sender"))
+    num = _int(number)
+    if "/" not in repo or installation is None or num is None or not _str(sender.get("login")):
+        return None
+    return {
+        "repo": repo,
+        "installation_id": installation,
+        "number": num,
+        "sender": _str(sender.get("login")),
+        "sender_is_bot": _str(sender.get("type")) == "Bot"
+        or _str(sender.get("login")).endswith("[bot]"),
+    }
+
+
+def label_trigger(payload: Payload, label: str, delivery_id: str | None = None) -> Trigger | None:
+    """issues.labeled with the trigger label queues the issue itself."""
+    if payload.get("action") != "labeled" or _str(_dict(payload.get("label")).get("name")) != label:
+        return None
+    issue = _dict(payload.get("issue"))
+    base = _base(payload, issue.get("number"))
+    if base is None:
+        return None
+    return Trigger(
+        **base,
+        source=TaskSource.LABEL,
+        command=NewTaskCommand(""),
+        title=_str(issue.get("title")),
+        body=_str(issue.get("body")),
+        delivery_id=delivery_id,
+    )
+
+
+def _command_trigger(
+    payload: Payload,
+    text: str,
+    number: object,
+    prefix: str,
+    max_budget: float,
+    **extra: Any,
+) -> Trigger | None:
+    """Shared by comments, review bodies and review comments."""
+    try:
+        command = parse_command(text, prefix, max_budget)
+        error = None
+    except BadCommand as exc:
+        command, error = None, str(exc)
+    if command is None and error is None:
+        return None
+    base = _base(payload, number)
+    if base is None:
+        return None
+    return Trigger(**base, command=command, error=error, **extra)
+
+
+def comment_trigger(
+    payload: Payload, prefix: str, max_budget: float, delivery_id: str | None = None
+) -> Trigger | None:
+    """issue_comment.created starting with the command prefix, on an issue or a PR."""
+    if payload.get("action") != "created":
+        return None
+    issue = _dict(payload.get("issue"))
+    comment = _dict(payload.get("comment"))
+    return _command_trigger(
+        payload,
+        _str(comment.get("body")),
+        issue.get("number"),
+        prefix,
+        max_budget,
+        source=TaskSource.COMMENT,
+        title=_str(issue.get("title")),
+        body=_str(issue.get("body")),
+        comment_id=_int(comment.get("id")),
+        is_pull_request="pull_request" in issue,
+        delivery_id=delivery_id,
+    )
+
+
+def review_trigger(
+    payload: Payload, prefix: str, max_budget: float, delivery_id: str | None = None
+) -> Trigger | None:
+    """A submitted review whose body is a command, on a PR."""
+    if payload.get("action") != "submitted":
+        return None
+    pr = _dict(payload.get("pull_request"))
+    return _command_trigger(
+        payload,
+        _str(_dict(payload.get("review")).get("body")),
+        pr.get("number"),
+        prefix,
+        max_budget,
+        source=TaskSource.REVIEW,
+        title=_str(pr.get("title")),
+        is_pull_request=True,
+        delivery_id=delivery_id,
+    )
+
+
+def review_comment_trigger(
+    payload: Payload, prefix: str, max_budget: float, delivery_id: str | None = None
+) -> Trigger | None:
+    """An inline review comment that is a command; its file and line go to the agent."""
+    if payload.get("action") != "created":
+        return None
+    pr = _dict(payload.get("pull_request"))
+    comment = _dict(payload.get("comment"))
+    line = _int(comment.get("line")) or _int(comment.get("original_line"))
+    return _command_trigger(
+        payload,
+        _str(comment.get("body")),
+        pr.get("number"),
+        prefix,
+        max_budget,
+        source=TaskSource.REVIEW,
+        title=_str(pr.get("title")),
+        comment_id=_int(comment.get("id")),
+        review_comment=True,
+        is_pull_request=True,
+        review_path=_str(comment.get("path")) or None,
+        review_line=line,
+        delivery_id=delivery_id,
+    )
+
+
+def issue_ref(payload: Payload) -> tuple[str, int] | None:
+    """Repository and issue number of an issues event."""
+    repo = _str(_dict(payload.get("repository")).get("full_name"))
+    number = _int(_dict(payload.get("issue")).get("number"))
+    return (repo, number) if repo and number is not None else None
+
+
+def pr_fate(payload: Payload) -> tuple[str, int, str] | None:
+    """pull_request.closed as (repo, number, 'merged' | 'closed')."""
+    if payload.get("action") != "closed":
+        return None
+    pr = _dict(payload.get("pull_request"))
+    repo = _str(_dict(payload.get("repository")).get("full_name"))
+    number = _int(pr.get("number"))
+    if not repo or number is None:
+        return None
+    return repo, number, "merged" if pr.get("merged") is True else "closed"

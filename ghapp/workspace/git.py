@@ -1,0 +1,422 @@
+"""Mirrors, private task checkouts, rescue and push; the installation token lives only in env."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import pwd
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import stat
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghapp.core.model import GhappError, Repository, Task
+from ghapp.core.ports import Workspace
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_BRANCH_RE = re.compile(r"[A-Za-z0-9_./-]+")
+_URL_CREDENTIALS_RE = re.compile(r"(://)[^/@\s]+@")
+_OUTBOX = "refs/mc/out/"
+_RESCUE_MESSAGE = "WIP: auto-rescue"
+_STDERR_TAIL = 2000
+
+
+class GitError(GhappError):
+    """A git step failed; the message is scrubbed of credentials and safe to show."""
+
+
+def slugify(title: str, max_len: int = 40) -> str:
+    """Untrusted title -> [a-z0-9-]{1,max_len}, so it is safe in a ref and a shell."""
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
+    return slug or "task"
+
+
+def branch_name(issue_number: int, title: str) -> str:
+    """The task branch: mc/<issue>-<slug>."""
+    return f"mc/{issue_number}-{slugify(title)}"
+
+
+def _basic_credentials(token: str) -> str:
+    """base64("x-access-token:TOKEN"): GitHub takes the token as a Basic password."""
+    return base64.b64encode(f"x-access-token:{token}".encode()).decode()
+
+
+def scrub(text: str, secret_values: Sequence[str]) -> str:
+    """Remove every secret, its Basic encoding, and URL credentials from a message."""
+    for value in secret_values:
+        if value:
+            text = text.replace(_basic_credentials(value), "***")
+            text = text.replace(value, "***")
+    return _URL_CREDENTIALS_RE.sub(r"\1***@", text)
+
+
+@dataclass(frozen=True)
+class _Checkout:
+    """What ghapp, not the worker-writable checkout, knows about a workspace."""
+
+    task_dir: Path
+    mirror: Path
+    clone_url: str
+
+
+class GitWorkspace:
+    """The Vcs port on local git: one mirror per repository, one checkout per attempt.
+
+    Git runs as ghapp only in ghapp's own repositories (mirrors, fresh clones before
+    hand-over). Inside a worker-owned checkout git runs as the worker, so hooks or
+    config the agent planted never execute with ghapp's privileges; pushing goes
+    checkout -> mirror (upload-pack as the worker) -> forge (as ghapp, token in env).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        worker_user: str | None,
+        *,
+        git_bin: str = "git",
+        author_name: str = "MissionControl",
+        author_email: str = "mc@users.noreply.github.com",
+        network_timeout_s: float = 900.0,
+        local_timeout_s: float = 120.0,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.mirrors = self.data_dir / "mirrors"
+        self.work = self.data_dir / "work"
+        self.worker_user = worker_user
+        self._git = shutil.which(git_bin) or git_bin
+        self._author = (author_name, author_email)
+        self._net_timeout = network_timeout_s
+        self._local_timeout = local_timeout_s
+        self._ids: tuple[int, int] | None = None
+        self._setpriv = ""
+        if worker_user is not None:
+            entry = pwd.getpwnam(worker_user)
+            self._ids = (entry.pw_uid, entry.pw_gid)
+            self._setpriv = shutil.which("setpriv") or ""
+            if not self._setpriv:
+                raise GitError("setpriv (util-linux) is needed to read checkouts as the worker")
+        self._locks: dict[Path, asyncio.Lock] = {}
+        self._open: dict[Path, _Checkout] = {}
+
+    # -- the Vcs port -------------------------------------------------------------------
+    async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
+        """Fetch the mirror, then clone a private checkout on the task branch."""
+        self._ensure_layout()
+        mirror = await self._sync_mirror(repo, token)
+        branch = task.branch or branch_name(task.issue_number, task.title)
+        await self._check_branch(branch)
+        task_dir = self.work / secrets.token_hex(16)
+        task_dir.mkdir(mode=0o711)
+        try:
+            ws = await self._make_checkout(task_dir, mirror, repo, branch)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, task_dir, True)
+            raise
+        self._open[ws.path] = _Checkout(task_dir, mirror, repo.clone_url)
+        log.info("workspace ready for %s on %s at %s", repo.full_name, branch, ws.start_sha[:12])
+        return ws
+
+    async def rescue(self, ws: Workspace) -> bool:
+        """Commit what the agent left uncommitted, so no work is lost on the way to a PR."""
+        status = await self._in_checkout(ws, "status", "--porcelain", "--untracked-files=all")
+        if not status.strip():
+            return False
+        await self._in_checkout(ws, "add", "-A")
+        await self._in_checkout(ws, "commit", "--quiet", "--no-verify", "-m", _RESCUE_MESSAGE)
+        log.info("rescued uncommitted work in %s", ws.branch)
+        return True
+
+    async def commits_since(self, ws: Workspace, base: str) -> list[str]:
+        """One line per commit in base..HEAD, newest first: git alone decides if work exists."""
+        out = await self._in_checkout(
+            ws, "log", "--no-show-signature", "--format=%h %s", "--end-of-options", f"{base}..HEAD"
+        )
+        return [line for line in out.splitlines() if line.strip()]
+
+    async def push(self, ws: Workspace, token: str) -> None:
+        """Push the checkout's HEAD to the task branch; plain push, a moved branch fails."""
+        info = self._checkout(ws)
+        outbox = _OUTBOX + info.task_dir.name
+        fetch = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
+        if self._ids is not None:
+            fetch.append(f"--upload-pack={self._upload_pack_as_worker(ws)}")
+        async with self._lock(info.mirror):
+            try:
+                await self._run(
+                    [*fetch, "--end-of-options", str(ws.path), f"+HEAD:{outbox}"],
+                    cwd=info.mirror,
+                    config=[("protocol.file.allow", "always")],
+                )
+                await self._run(
+                    [
+                        "push",
+                        "--quiet",
+                        "--no-verify",
+                        "--end-of-options",
+                        info.clone_url,
+                        f"{outbox}:refs/heads/{ws.branch}",
+                    ],
+                    cwd=info.mirror,
+                    config=self._auth(info.clone_url, token),
+                    hidden=(token,),
+                    network=True,
+                )
+            finally:
+                await self._run(["update-ref", "-d", outbox], cwd=info.mirror, check=False)
+        log.info("pushed %s", ws.branch)
+
+    async def cleanup(self, ws: Workspace) -> None:
+        """Remove the attempt's directory: checkout, agent home and all."""
+        task_dir = ws.path.parent
+        if task_dir.parent != self.work:
+            raise GitError(f"refusing to remove {task_dir}: not a task directory")
+        self._open.pop(ws.path, None)
+        await asyncio.to_thread(shutil.rmtree, task_dir, True)
+
+    # -- steps ----------------------------------------------------------------------------
+    def _ensure_layout(self) -> None:
+        """mirrors/ is ghapp's alone; work/ lets the worker traverse but never list."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for path, mode in ((self.mirrors, 0o700), (self.work, 0o711)):
+            path.mkdir(exist_ok=True)
+            os.chmod(path, mode)
+        if self._ids is None:
+            return
+        mode = self.data_dir.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(self.data_dir, stat.S_IMODE(mode) | stat.S_IXOTH)
+        for parent in self.data_dir.parents:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                raise GitError(f"the worker cannot reach {self.work}: {parent} lacks o+x")
+
+    async def _sync_mirror(self, repo: Repository, token: str) -> Path:
+        """Clone the mirror once, then fetch only what changed (heads and tags, no PR refs)."""
+        owner, _, name = repo.full_name.partition("/")
+        valid = _NAME_RE.fullmatch(owner) and _NAME_RE.fullmatch(name)
+        if not valid or {owner, name} & {".", ".."}:
+            raise GitError(f"bad repository name {repo.full_name!r}")
+        mirror = self.mirrors / owner / f"{name}.git"
+        auth = self._auth(repo.clone_url, token)
+        async with self._lock(mirror):
+            if not (mirror / "HEAD").is_file():
+                mirror.parent.mkdir(mode=0o700, exist_ok=True)
+                fresh = mirror.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
+                try:
+                    await self._run(["init", "--quiet", "--bare", str(fresh)], cwd=mirror.parent)
+                    for key, value in (
+                        ("remote.origin.url", repo.clone_url),
+                        ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
+                    ):
+                        await self._run(["config", key, value], cwd=fresh)
+                    await self._run(
+                        ["config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*"],
+                        cwd=fresh,
+                    )
+                    await self._fetch(fresh, auth, token)
+                    await asyncio.to_thread(shutil.rmtree, mirror, True)
+                    fresh.rename(mirror)
+                finally:
+                    await asyncio.to_thread(shutil.rmtree, fresh, True)
+            else:
+                await self._run(["config", "remote.origin.url", repo.clone_url], cwd=mirror)
+                await self._fetch(mirror, auth, token)
+            ref = f"refs/heads/{repo.default_branch}"
+            await self._run(["symbolic-ref", "HEAD", ref], cwd=mirror)
+        return mirror
+
+    async def _fetch(self, mirror: Path, auth: list[tuple[str, str]], token: str) -> None:
+        """One network fetch into a mirror, the token in env only."""
+        await self._run(
+            ["fetch", "--quiet", "--prune", "--no-write-fetch-head", "origin"],
+            cwd=mirror,
+            config=auth,
+            hidden=(token,),
+            network=True,
+        )
+
+    async def _check_branch(self, branch: str) -> None:
+        """A branch name from the store or a PR is untrusted until git accepts it."""
+        ok = _BRANCH_RE.fullmatch(branch) and not branch.startswith(("-", "/"))
+        if (
+            not ok
+            or (await self._run(["check-ref-format", f"refs/heads/{branch}"], check=False))[0]
+        ):
+            raise GitError(f"invalid branch name {branch!r}")
+
+    async def _make_checkout(
+        self, task_dir: Path, mirror: Path, repo: Repository, branch: str
+    ) -> Workspace:
+        """Clone (copying objects, never hard links), branch, set identity, hand over."""
+        path, home = task_dir / "repo", task_dir / "home"
+        home.mkdir(mode=0o700)
+        await self._run(
+            ["clone", "--quiet", "--no-hardlinks", "--no-checkout", str(mirror), str(path)],
+            cwd=task_dir,
+            network=True,
+        )
+        for key, value in (
+            ("remote.origin.url", repo.clone_url),
+            ("user.name", self._author[0]),
+            ("user.email", self._author[1]),
+        ):
+            await self._run(["config", key, value], cwd=path)
+        default = f"refs/remotes/origin/{repo.default_branch}"
+        rc, default_sha = await self._run(["rev-parse", "-q", "--verify", default], path, False)
+        if rc:
+            raise GitError(f"{repo.full_name} has no branch {repo.default_branch!r}")
+        remote_ref = f"refs/remotes/origin/{branch}"
+        exists = (await self._run(["rev-parse", "-q", "--verify", remote_ref], path, False))[0] == 0
+        start_point = remote_ref if exists else default
+        await self._run(
+            ["checkout", "--quiet", "--force", "--no-track", "-B", branch, start_point], cwd=path
+        )
+        rc, base = await self._run(["merge-base", "HEAD", default_sha.strip()], path, False)
+        base_sha = base.strip() if rc == 0 else default_sha.strip()
+        start_sha = (await self._run(["rev-parse", "HEAD"], cwd=path))[1].strip()
+        prior: tuple[str, ...] = ()
+        if exists:
+            out = (await self._run(["log", "--format=%h %s", f"{base_sha}..HEAD"], cwd=path))[1]
+            prior = tuple(line for line in out.splitlines() if line)
+        if self._ids is not None:
+            await asyncio.to_thread(_chown_tree, path, *self._ids)
+            await asyncio.to_thread(_chown_tree, home, *self._ids)
+        os.chmod(path, 0o700)
+        return Workspace(path, home, branch, base_sha, start_sha, prior)
+
+    # -- running git ----------------------------------------------------------------------
+    def _checkout(self, ws: Workspace) -> _Checkout:
+        """ghapp's record of a workspace; the checkout's own config is not trusted."""
+        info = self._open.get(ws.path)
+        if info is None:
+            raise GitError(f"unknown workspace {ws.path}")
+        return info
+
+    def _lock(self, mirror: Path) -> asyncio.Lock:
+        """One git writer per mirror at a time."""
+        return self._locks.setdefault(mirror, asyncio.Lock())
+
+    def _auth(self, clone_url: str, token: str) -> list[tuple[str, str]]:
+        """The token as an extra header scoped to this repository's URL, via env config."""
+        header = f"Authorization: Basic {_basic_credentials(token)}"
+        return [(f"http.{clone_url}.extraHeader", header)]
+
+    def _upload_pack_as_worker(self, ws: Workspace) -> str:
+        """A shell command that serves the checkout with the worker's privileges only."""
+        assert self._ids is not None
+        uid, gid = self._ids
+        return shlex.join(
+            [
+                "env",
+                f"HOME={ws.home}",
+                self._setpriv,
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--no-new-privs",
+                self._git,
+                "upload-pack",
+            ]
+        )
+
+    async def _in_checkout(self, ws: Workspace, *args: str) -> str:
+        """git inside the worker-owned checkout, run as the worker with hooks switched off."""
+        self._checkout(ws)
+        config = [
+            ("core.hooksPath", "/dev/null"),
+            ("core.fsmonitor", "false"),
+            ("commit.gpgSign", "false"),
+            ("user.name", self._author[0]),
+            ("user.email", self._author[1]),
+        ]
+        return (await self._run(list(args), cwd=ws.path, config=config, worker_home=ws.home))[1]
+
+    def _env(self, config: Sequence[tuple[str, str]], home: Path | None) -> dict[str, str]:
+        """A minimal env: no inherited secrets, no prompts, config passed as GIT_CONFIG_*."""
+        pairs = [("credential.helper", ""), *config]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(home) if home else os.environ.get("HOME", "/"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "LC_ALL": "C",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": shutil.which("true") or "/bin/true",
+            "SSH_ASKPASS": shutil.which("true") or "/bin/true",
+            "GIT_PAGER": "cat",
+            "GIT_EDITOR": "true",
+            "GIT_CONFIG_COUNT": str(len(pairs)),
+        }
+        for i, (key, value) in enumerate(pairs):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        return env
+
+    async def _run(
+        self,
+        args: list[str],
+        cwd: Path | None = None,
+        check: bool = True,
+        *,
+        config: Sequence[tuple[str, str]] = (),
+        hidden: Sequence[str] = (),
+        worker_home: Path | None = None,
+        network: bool = False,
+    ) -> tuple[int, str]:
+        """Run git without blocking the loop; (returncode, stdout), or GitError when check."""
+        as_worker = worker_home is not None and self._ids is not None
+        ids = self._ids if as_worker else None
+        log.debug("git %s (cwd=%s, as_worker=%s)", scrub(" ".join(args), hidden), cwd, as_worker)
+        proc = await asyncio.create_subprocess_exec(
+            self._git,
+            *args,
+            cwd=cwd,
+            env=self._env(config, worker_home),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            user=ids[0] if ids else None,
+            group=ids[1] if ids else None,
+            extra_groups=[] if ids else None,
+        )
+        limit = self._net_timeout if network else self._local_timeout
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), limit)
+        except TimeoutError:
+            _kill_group(proc.pid)
+            await proc.wait()
+            raise GitError(f"git {args[0]} timed out after {limit:.0f}s") from None
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            raise
+        rc = proc.returncode or 0
+        if rc and check:
+            detail = err.decode(errors="replace").strip()[-_STDERR_TAIL:]
+            raise GitError(scrub(f"git {args[0]} failed (exit {rc}): {detail}", hidden))
+        return rc, out.decode(errors="replace")
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL git and its helpers (remote-https, pack-objects) together."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    """chown -R without following symlinks (a repository may contain them)."""
+    os.chown(top, uid, gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(top, followlinks=False):
+        for entry in (*dirs, *files):
+            os.chown(os.path.join(root, entry), uid, gid, follow_symlinks=False)

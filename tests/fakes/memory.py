@@ -1,0 +1,166 @@
+"""In-memory port fakes for unit tests of the core: one copy, shared by every test."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ghapp.core.model import PullRequest, Repository, Task
+from ghapp.core.ports import AgentOutcome, AgentRequest, Notice, Workspace
+
+
+class FakeClock:
+    """A clock tests move by hand, to turn the UTC day."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **kwargs: float) -> None:
+        self.current += timedelta(**kwargs)
+
+
+@dataclass
+class MemoryForge:
+    """Records every call the core makes to GitHub."""
+
+    permissions: dict[str, str] = field(default_factory=dict)
+    comments: list[tuple[str, int, str]] = field(default_factory=list)
+    edits: list[tuple[int, str]] = field(default_factory=list)
+    reactions: list[tuple[str, str]] = field(default_factory=list)
+    prs: dict[str, PullRequest] = field(default_factory=dict)
+    pr_bodies: dict[int, str] = field(default_factory=dict)
+    tokens_issued: int = 0
+    fail_repository: Exception | None = None
+
+    async def token(self, installation_id: int) -> str:
+        self.tokens_issued += 1
+        return f"ghs_memory{self.tokens_issued}"
+
+    async def permission(self, installation_id: int, repo: str, user: str) -> str:
+        return self.permissions.get(user, "read")
+
+    async def repository(self, installation_id: int, repo: str) -> Repository:
+        if self.fail_repository is not None:
+            raise self.fail_repository
+        return Repository(repo, "main", f"https://example.invalid/{repo}.git")
+
+    async def comment(self, installation_id: int, repo: str, number: int, body: str) -> int:
+        self.comments.append((repo, number, body))
+        return 1000 + len(self.comments)
+
+    async def edit_comment(self, installation_id: int, repo: str, comment_id: int, body: str) -> None:
+        self.edits.append((comment_id, body))
+
+    async def react(
+        self,
+        installation_id: int,
+        repo: str,
+        content: str,
+        *,
+        issue_number: int | None = None,
+        comment_id: int | None = None,
+        review_comment: bool = False,
+    ) -> None:
+        target = f"comment:{comment_id}" if comment_id is not None else f"issue:{issue_number}"
+        self.reactions.append((target, content))
+
+    async def find_pr(self, installation_id: int, repo: str, branch: str) -> PullRequest | None:
+        return self.prs.get(branch)
+
+    async def open_pr(
+        self, installation_id: int, repo: str, *, head: str, base: str, title: str, body: str
+    ) -> PullRequest:
+        number = 500 + len(self.prs)
+        pr = PullRequest(number, f"https://github.test/{repo}/pull/{number}", head)
+        self.prs[head] = pr
+        self.pr_bodies[number] = body
+        return pr
+
+    async def update_pr(self, installation_id: int, repo: str, number: int, *, body: str) -> None:
+        self.pr_bodies[number] = body
+
+    def bodies(self) -> list[str]:
+        """Every comment text and every edit, in order."""
+        return [c[2] for c in self.comments] + [e[1] for e in self.edits]
+
+
+@dataclass
+class MemoryVcs:
+    """A workspace whose commits the test decides; the agent fake adds to them."""
+
+    root: Path
+    commits: list[str] = field(default_factory=list)
+    dirty: bool = False
+    pushed: list[tuple[str, int]] = field(default_factory=list)
+    cleaned: int = 0
+    existing_branch_commits: dict[str, list[str]] = field(default_factory=dict)
+
+    async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
+        branch = task.branch or f"mc/{task.issue_number}-task"
+        self.commits = list(self.existing_branch_commits.get(branch, []))
+        path = self.root / f"task-{task.id}"
+        path.mkdir(parents=True, exist_ok=True)
+        return Workspace(
+            path, path / "home", branch, "base0", f"start{len(self.commits)}", tuple(self.commits)
+        )
+
+    async def rescue(self, ws: Workspace) -> bool:
+        if not self.dirty:
+            return False
+        self.commits.insert(0, "WIP: auto-rescue")
+        self.dirty = False
+        return True
+
+    async def commits_since(self, ws: Workspace, base: str) -> list[str]:
+        if base == ws.start_sha:
+            return self.commits[: len(self.commits) - len(ws.prior_commits)]
+        return list(self.commits)
+
+    async def push(self, ws: Workspace, token: str) -> None:
+        self.pushed.append((ws.branch, len(self.commits)))
+        self.existing_branch_commits[ws.branch] = list(self.commits)
+
+    async def cleanup(self, ws: Workspace) -> None:
+        self.cleaned += 1
+
+
+@dataclass
+class ScriptedWorker:
+    """An agent whose behaviour each test scripts: commits, dirt, outcome, or a wait."""
+
+    vcs: MemoryVcs
+    outcome: AgentOutcome = field(default_factory=lambda: AgentOutcome(True, 0.5, "did it"))
+    make_commits: int = 1
+    leave_dirty: bool = False
+    block: bool = False
+    requests: list[AgentRequest] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
+        self.requests.append(request)
+        self.started.set()
+        for i in range(self.make_commits):
+            self.vcs.commits.insert(0, f"c{i} agent work")
+        self.vcs.dirty = self.leave_dirty
+        if self.block:
+            await stop.wait()
+            return AgentOutcome(False, 0.25, stopped="cancelled", reason="stopped")
+        return self.outcome
+
+
+@dataclass
+class RecordingMessenger:
+    """Keeps every notice the core sends to the operator."""
+
+    notices: list[Notice] = field(default_factory=list)
+
+    async def notify(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+    def kinds(self) -> list[str]:
+        return [n.kind for n in self.notices]

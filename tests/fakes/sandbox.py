@@ -1,0 +1,49 @@
+"""Where the tests find the sandbox user and the pinned Claude CLI; skip locally, fail in CI."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLAUDE_BIN = ROOT / ".tools" / "node_modules" / ".bin" / "claude"
+WORKER_USER = os.environ.get("MC_TEST_WORKER_USER", "mc-worker")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a developer machine; in CI a missing prerequisite is a failure."""
+    if IN_CI:
+        pytest.fail(f"CI must provide this: {reason} (tests/run.sh installs it)")
+    pytest.skip(reason)
+
+
+def require_claude() -> Path:
+    """Path of the pinned Claude Code CLI installed by tests/run.sh."""
+    if not CLAUDE_BIN.exists():
+        _unavailable(f"Claude Code CLI not installed at {CLAUDE_BIN}")
+    return CLAUDE_BIN
+
+
+def require_sandbox_user() -> str:
+    """Name of the sandbox OS user; needs root to switch to it."""
+    if os.geteuid() != 0:
+        _unavailable("switching to the sandbox user needs root")
+    try:
+        pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        _unavailable(f"sandbox user {WORKER_USER!r} does not exist")
+    return WORKER_USER
+
+
+def require_git_http_backend() -> Path:
+    """git's smart-HTTP CGI, shipped with Debian's git package."""
+    exec_path = Path(os.popen("git --exec-path").read().strip())
+    backend = exec_path / "git-http-backend"
+    if not backend.exists() or shutil.which("git") is None:
+        _unavailable("git http-backend not found")
+    return backend

@@ -1,0 +1,81 @@
+"""Configuration fails fast with one line naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ghapp.config import ConfigError, environment, load_settings
+
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
+
+
+def base(**extra: str) -> dict[str, str]:
+    return {"WEBHOOK_SECRET": "s3cret", **extra}
+
+
+def test_defaults_match_the_design() -> None:
+    s = load_settings(base())
+    assert (s.webhook_path, s.port, s.trigger_label, s.command) == (
+        "/api/github/webhooks", 3000, "mc-auto", "/mc"
+    )
+    assert (s.daily_budget_usd, s.task_budget_usd, s.task_budget_max_usd) == (50, 5, 10)
+    assert (s.soft_timeout_s, s.kill_after_s, s.grace_s, s.concurrency) == (1800, 60, 300, 1)
+    assert s.github_api_url == "https://api.github.com"
+    assert s.sqlite_path == Path("data/ghapp.sqlite3")
+
+
+def test_webhook_secret_is_mandatory() -> None:
+    with pytest.raises(ConfigError, match="^WEBHOOK_SECRET: required"):
+        load_settings({})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "^PORT: must be a whole number"),
+        ({"MC_DAILY_BUDGET_USD": "-1"}, "^MC_DAILY_BUDGET_USD: must be a finite number"),
+        ({"MC_DAILY_BUDGET_USD": "inf"}, "^MC_DAILY_BUDGET_USD"),
+        ({"MC_TASK_BUDGET_USD": "20"}, "^MC_TASK_BUDGET_USD: must not exceed"),
+        ({"MC_CONCURRENCY": "0"}, "^MC_CONCURRENCY: must be >= 1"),
+        ({"APP_ID": "abc"}, "^APP_ID: must be the numeric"),
+        ({"APP_ID": "12"}, "^PRIVATE_KEY: required with APP_ID"),
+        ({"APP_ID": "12", "PRIVATE_KEY": "nope"}, "^PRIVATE_KEY: must be a PEM"),
+        ({"PRIVATE_KEY_PATH": "/nonexistent/key.pem"}, "^PRIVATE_KEY_PATH: cannot read"),
+        ({"WEBHOOK_PATH": "hooks"}, "^WEBHOOK_PATH: must start with '/'"),
+        ({"GITHUB_API_URL": "ftp://x"}, "^GITHUB_API_URL"),
+        ({"TELEGRAM_CHAT_IDS": "1,abc"}, "^TELEGRAM_CHAT_IDS"),
+        ({"LOG_LEVEL": "loud"}, "^LOG_LEVEL"),
+        ({"DATABASE_URL": "mysql://x"}, "^DATABASE_URL"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(base(**env))
+    assert "\n" not in str(info.value)
+
+
+def test_private_key_with_literal_newlines_and_ghe_host(tmp_path: Path) -> None:
+    s = load_settings(base(APP_ID="12", PRIVATE_KEY=PEM.replace("\n", "\\n"), GHE_HOST="ghe.example"))
+    assert s.private_key == PEM
+    assert s.github_api_url == "https://ghe.example/api/v3"
+    key = tmp_path / "key.pem"
+    key.write_text(PEM)
+    assert load_settings(base(APP_ID="12", PRIVATE_KEY_PATH=str(key))).private_key == PEM
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    s = load_settings(base(APP_ID="12", PRIVATE_KEY=PEM, TELEGRAM_BOT_TOKEN="123:abc",
+                           ANTHROPIC_API_KEY="sk-ant-xyz"))
+    text = repr(s)
+    for secret in ("MIIB", "123:abc", "sk-ant-xyz"):
+        assert secret not in text
+    assert set(s.secrets) >= {"s3cret", PEM.strip(), "123:abc", "sk-ant-xyz"}
+
+
+def test_dotenv_is_read_and_real_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("# comment\nWEBHOOK_SECRET='from-file'\nPORT=4000\nexport MC_MODEL=opus\n")
+    monkeypatch.setenv("PORT", "5000")
+    env = environment(tmp_path)
+    assert env["WEBHOOK_SECRET"] == "from-file" and env["PORT"] == "5000" and env["MC_MODEL"] == "opus"

@@ -1,0 +1,113 @@
+"""Real GitHub payloads translate into the right triggers, and junk never raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ghapp.core.commands import NewTaskCommand, SimpleCommand
+from ghapp.core.model import TaskSource
+from ghapp.github import events
+from tests.conftest import payload
+
+
+def labeled(name: str = "mc-auto") -> dict[str, Any]:
+    data = payload("issues.labeled", id=42)
+    data["label"]["name"] = name
+    return data
+
+
+def test_trigger_label_queues_the_issue() -> None:
+    trig = events.label_trigger(labeled(), "mc-auto", "d1")
+    assert trig is not None
+    assert (trig.repo, trig.number, trig.installation_id) == ("Codertocat/Hello-World", 1, 42)
+    assert trig.sender == "Codertocat" and not trig.sender_is_bot
+    assert trig.source is TaskSource.LABEL and trig.command == NewTaskCommand("")
+    assert trig.title == "Spelling error in the README file" and trig.delivery_id == "d1"
+
+
+def test_other_labels_and_missing_installation_are_ignored() -> None:
+    assert events.label_trigger(labeled("bug"), "mc-auto") is None
+    data = payload("issues.labeled")
+    data["label"]["name"] = "mc-auto"
+    assert events.label_trigger(data, "mc-auto") is None  # a repository hook, not our app
+
+
+def test_bot_sender_is_flagged() -> None:
+    data = labeled()
+    data["sender"]["type"] = "Bot"
+    trig = events.label_trigger(data, "mc-auto")
+    assert trig is not None and trig.sender_is_bot
+
+
+def test_comment_command_on_issue() -> None:
+    data = payload("issue_comment.created.with-installation")
+    data["comment"]["body"] = "/mc add a CONTRIBUTING file budget=3"
+    trig = events.comment_trigger(data, "/mc", 10, "d2")
+    assert trig is not None and not trig.is_pull_request
+    assert trig.command == NewTaskCommand("add a CONTRIBUTING file", 3.0)
+    assert trig.comment_id == data["comment"]["id"] and trig.source is TaskSource.COMMENT
+
+
+def test_plain_comment_is_not_a_trigger() -> None:
+    data = payload("issue_comment.created.with-installation")
+    assert events.comment_trigger(data, "/mc", 10) is None
+
+
+def test_malformed_command_carries_the_error() -> None:
+    data = payload("issue_comment.created.with-installation")
+    data["comment"]["body"] = "/mc fix budget=lots"
+    trig = events.comment_trigger(data, "/mc", 10)
+    assert trig is not None and trig.command is None and trig.error is not None
+    assert "budget" in trig.error
+
+
+def test_comment_on_pull_request_is_marked() -> None:
+    data = payload("issue_comment.created.pull_request", id=7)
+    data["comment"]["body"] = "/mc status"
+    trig = events.comment_trigger(data, "/mc", 10)
+    assert trig is not None and trig.is_pull_request and trig.command == SimpleCommand("status")
+
+
+def test_edited_comment_never_triggers() -> None:
+    data = payload("issue_comment.edited", id=7)
+    data["comment"]["body"] = "/mc do something"
+    assert events.comment_trigger(data, "/mc", 10) is None
+
+
+def test_review_comment_passes_file_and_line() -> None:
+    data = payload("pull_request.opened", id=9)
+    data["action"] = "created"
+    data["comment"] = {"id": 77, "body": "/mc rename this", "path": "src/a.py", "line": 12}
+    trig = events.review_comment_trigger(data, "/mc", 10)
+    assert trig is not None and trig.review_comment and trig.is_pull_request
+    assert (trig.review_path, trig.review_line, trig.number) == ("src/a.py", 12, data["number"])
+
+
+def test_pr_fate() -> None:
+    closed = payload("pull_request.closed")
+    assert events.pr_fate(closed) == ("Codertocat/Hello-World", 2, "closed")
+    closed["pull_request"]["merged"] = True
+    assert events.pr_fate(closed) == ("Codertocat/Hello-World", 2, "merged")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["action", "issue", "comment", "label", "repository",
+                                        "installation", "sender", "pull_request", "review"]),
+                       json_values))
+def test_arbitrary_payloads_never_raise(data: dict[str, Any]) -> None:
+    events.label_trigger(data, "mc-auto")
+    events.comment_trigger(data, "/mc", 10)
+    events.review_trigger(data, "/mc", 10)
+    events.review_comment_trigger(data, "/mc", 10)
+    events.pr_fate(data)
+    events.issue_ref(data)
