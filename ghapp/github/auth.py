@@ -1,0 +1,155 @@
+"""GitHub App authentication: app JWTs and cached, single-flight installation tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from cachetools import TLRUCache
+from gidgethub import HTTPException
+from gidgethub import aiohttp as gh_aiohttp
+from gidgethub.apps import get_installation_access_token, get_jwt
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.github.com"
+REQUESTER = "ghapp"
+
+
+def retry_delay(exc: HTTPException, attempt: int) -> float | None:
+    """Seconds to wait before retrying a rate-limited request; None if it is no rate limit."""
+    status = int(exc.status_code)
+    if status not in (403, 429):
+        return None
+    headers = exc.headers
+    retry_after = headers.get("retry-after")
+    if retry_after is not None:
+        try:
+            return max(0.0, float(retry_after))
+        except ValueError:
+            pass
+    if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+        try:
+            return max(1.0, float(headers["x-ratelimit-reset"]) - time.time())
+        except ValueError:
+            pass
+    text = " ".join(str(a) for a in exc.args).lower()
+    if status == 429 or "rate limit" in text:
+        # GitHub's advice when it says nothing: wait a minute, then back off exponentially.
+        return 60.0 * float(2 ** (attempt - 1))
+    return None  # a 403 that is a real permission error
+
+
+class GitHubClient(gh_aiohttp.GitHubAPI):
+    """gidgethub over aiohttp that waits out 403/429 rate limits a bounded number of times."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        requester: str = REQUESTER,
+        *,
+        base_url: str = DEFAULT_API_URL,
+        max_retries: int = 3,
+        max_wait_s: float = 300.0,
+    ) -> None:
+        super().__init__(session, requester, base_url=base_url)
+        self.max_retries = max_retries
+        self.max_wait_s = max_wait_s
+
+    async def handle_rate_limit_error(
+        self, *, method: str, url: str, exception: HTTPException, attempt: int
+    ) -> bool:
+        """Retry after GitHub's advised wait, unless the wait is unreasonable."""
+        delay = retry_delay(exception, attempt)
+        if delay is None or attempt > self.max_retries or delay > self.max_wait_s:
+            return False
+        log.warning(
+            "GitHub rate limit (%s) on %s %s; retrying in %.1fs",
+            int(exception.status_code),
+            method,
+            url,
+            delay,
+        )
+        await self.sleep(delay)
+        return True
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str = field(repr=False)
+    issued: float
+    expires: float
+
+
+class AppAuth:
+    """Mints installation tokens with the app's key and reuses them until shortly before expiry."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        app_id: str | int,
+        private_key: str,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        refresh_margin_s: float = 300.0,
+        client: GitHubClient | None = None,
+        max_installations: int = 1024,
+    ) -> None:
+        self.app_id = str(app_id)  # PyJWT refuses an integer iss
+        self._private_key = private_key
+        self.gh = client or GitHubClient(session, base_url=base_url)
+        self.refresh_margin_s = refresh_margin_s
+        self._tokens: TLRUCache[int, _Token] = TLRUCache(
+            maxsize=max_installations, ttu=self._refresh_at, timer=time.time
+        )
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _refresh_at(self, _key: int, token: _Token, _now: float) -> float:
+        """Refresh `margin` before expiry, but never in the first half of a token's life."""
+        halfway = token.issued + (token.expires - token.issued) / 2
+        return max(token.expires - self.refresh_margin_s, halfway)
+
+    def app_jwt(self) -> str:
+        """A fresh app JWT (iat backdated 60 s by gidgethub 6)."""
+        return get_jwt(app_id=self.app_id, private_key=self._private_key)
+
+    async def installation_token(self, installation_id: int) -> str:
+        """A live token for the installation; concurrent callers share one mint."""
+        cached = self._tokens.get(installation_id)
+        if cached is not None:
+            return cached.value
+        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(installation_id)
+            if cached is not None:
+                return cached.value
+            token = await self._mint(installation_id)
+            self._tokens[installation_id] = token
+            return token.value
+
+    async def _mint(self, installation_id: int) -> _Token:
+        issued = time.time()
+        data = await get_installation_access_token(
+            self.gh,
+            installation_id=str(installation_id),
+            app_id=self.app_id,
+            private_key=self._private_key,
+        )
+        expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+        log.info("minted token for installation %s, expires %s", installation_id, expires)
+        return _Token(str(data["token"]), issued, expires.timestamp())
+
+    def invalidate(self, installation_id: int, token: str | None = None) -> None:
+        """Forget a refused token; with `token`, only if no newer one replaced it."""
+        cached = self._tokens.get(installation_id)
+        if cached is not None and (token is None or cached.value == token):
+            self._tokens.pop(installation_id, None)
+
+    async def app_getitem(self, url: str, url_vars: dict[str, str] | None = None) -> Any:
+        """GET an app-level endpoint (e.g. /app, /app/hook/deliveries) with the app JWT."""
+        return await self.gh.getitem(url, url_vars or {}, jwt=self.app_jwt())

@@ -1,0 +1,635 @@
+"""A fake of GitHub's REST API on loopback, so adapters are tested over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LEGACY_PERMISSION = {
+    "admin": "admin",
+    "maintain": "write",
+    "write": "write",
+    "triage": "read",
+    "read": "read",
+    "none": "none",
+}
+REACTIONS = {"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"}
+MAX_BODY = 65536
+
+
+class Fail(Exception):
+    """A GitHub-shaped error response raised from a handler."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors
+        self.headers = headers or {}
+
+
+def _invalid(resource: str, code: str, field: str | None = None, message: str = "") -> Fail:
+    """GitHub's 422 "Validation Failed" with one error entry."""
+    error = {"resource": resource, "code": code, "field": field, "message": message}
+    return Fail(422, "Validation Failed", [{k: v for k, v in error.items() if v}])
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Repo:
+    full_name: str
+    default_branch: str = "main"
+    private: bool = False
+    id: int = 0
+
+
+@dataclass
+class Installation:
+    id: int
+    account: str
+    repos: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comment:
+    id: int
+    repo: str
+    issue_number: int
+    body: str
+    user: str
+
+
+@dataclass
+class Issue:
+    repo: str
+    number: int
+    title: str = ""
+    body: str = ""
+    is_pr: bool = False
+
+
+@dataclass
+class Pull:
+    repo: str
+    number: int
+    head: str
+    base: str
+    title: str
+    body: str
+    state: str = "open"
+    merged: bool = False
+    draft: bool = False
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    auth: str  # 'jwt', 'token', 'basic', 'none'
+    query: str = ""
+
+
+@dataclass
+class _Failure:
+    path: str
+    method: str | None
+    times: int
+    status: int
+    headers: dict[str, str]
+    message: str
+
+
+class FakeGitHub:
+    """In-memory GitHub: seed it, run it, point real clients at it, inspect what they did."""
+
+    def __init__(
+        self, git_root: Path | None = None, *, prefix: str = "", app_id: int = 4242
+    ) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        self._public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.app_id, self.app_slug = app_id, "ghapp-test"
+        self.bot_login = f"{self.app_slug}[bot]"
+        self.git_root, self.prefix = git_root, prefix.rstrip("/")
+        self.html_base = "https://github.com"
+        self.token_lifetime_s = 3600.0
+        self.repos: dict[str, Repo] = {}
+        self.installations: dict[int, Installation] = {}
+        self.permissions: dict[tuple[str, str], str] = {}
+        self.missing_users: set[str] = set()
+        self.issues: dict[tuple[str, int], Issue] = {}
+        self.comments: dict[int, Comment] = {}
+        self.review_comments: dict[int, Comment] = {}
+        self.reactions: list[tuple[str, str]] = []
+        self.pulls: dict[tuple[str, int], Pull] = {}
+        self.tokens: dict[str, tuple[int, float]] = {}  # token -> (installation, expiry)
+        self.log: list[LoggedRequest] = []
+        self.requests = 0
+        self.token_mints = 0
+        self._failures: list[_Failure] = []
+        self._ids = itertools.count(1001)
+        self._runner: web.AppRunner | None = None
+        self.root_url = ""
+
+    # -- seeding and inspection ----------------------------------------------------------
+    def add_installation(self, installation_id: int, account: str) -> Installation:
+        return self.installations.setdefault(
+            installation_id, Installation(installation_id, account)
+        )
+
+    def add_repo(
+        self,
+        full_name: str,
+        *,
+        installation_id: int | None = 1,
+        default_branch: str = "main",
+        private: bool = False,
+    ) -> Repo:
+        repo = Repo(full_name, default_branch, private, next(self._ids))
+        self.repos[full_name] = repo
+        if installation_id is not None:
+            inst = self.add_installation(installation_id, full_name.split("/")[0])
+            if full_name not in inst.repos:
+                inst.repos.append(full_name)
+        return repo
+
+    def set_permission(self, repo: str, user: str, role: str) -> None:
+        self.permissions[(repo, user.lower())] = role
+
+    def add_issue(self, repo: str, title: str = "", body: str = "") -> int:
+        number = self._next_number(repo)
+        self.issues[(repo, number)] = Issue(repo, number, title, body)
+        return number
+
+    def add_comment(self, repo: str, number: int, body: str, user: str = "octocat") -> int:
+        cid = next(self._ids)
+        self.comments[cid] = Comment(cid, repo, number, body, user)
+        return cid
+
+    def add_review_comment(
+        self, repo: str, pr_number: int, body: str, user: str = "octocat"
+    ) -> int:
+        cid = next(self._ids)
+        self.review_comments[cid] = Comment(cid, repo, pr_number, body, user)
+        return cid
+
+    def comments_on(self, repo: str, number: int) -> list[Comment]:
+        return [c for c in self.comments.values() if (c.repo, c.issue_number) == (repo, number)]
+
+    def revoke_all_tokens(self) -> None:
+        self.tokens.clear()
+
+    def expire_token(self, token: str) -> None:
+        if token in self.tokens:
+            self.tokens[token] = (self.tokens[token][0], time.time() - 1)
+
+    def live_tokens(self) -> list[str]:
+        now = time.time()
+        return [t for t, (_, exp) in self.tokens.items() if exp > now]
+
+    def token_allows(self, token: str, repo: str) -> bool:
+        """Whether a live installation token reaches this repository (git auth uses it)."""
+        entry = self.tokens.get(token)
+        if entry is None or entry[1] <= time.time():
+            return False
+        inst = self.installations.get(entry[0])
+        return inst is not None and repo in inst.repos and repo in self.repos
+
+    def fail_next(
+        self,
+        path: str,
+        times: int = 1,
+        *,
+        status: int = 429,
+        retry_after: float | None = 1,
+        reset_in: float | None = None,
+        method: str | None = None,
+        message: str = "You have exceeded a secondary rate limit.",
+    ) -> None:
+        """Make the next `times` requests to `path` (prefix excluded) answer a rate limit."""
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["retry-after"] = f"{retry_after:g}"
+        if reset_in is not None:
+            headers["x-ratelimit-remaining"] = "0"
+            headers["x-ratelimit-reset"] = str(int(time.time() + reset_in))
+        self._failures.append(_Failure(path, method, times, status, headers, message))
+
+    def requests_to(self, path: str, method: str | None = None) -> list[LoggedRequest]:
+        return [r for r in self.log if r.path == path and method in (None, r.method)]
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + self.prefix
+
+    def clone_url(self, repo: str) -> str:
+        """Git lives at the host root, as on GHE where the API sits under /api/v3."""
+        return f"{self.root_url}/{repo}.git"
+
+    # -- server --------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application(middlewares=[self._middleware])
+        p = self.prefix
+        r = "/repos/{owner}/{repo}"
+        app.add_routes(
+            [
+                web.get(p + "/app", self._get_app),
+                web.get(p + "/app/installations", self._list_installations),
+                web.post(p + "/app/installations/{id}/access_tokens", self._mint),
+                web.get(p + "/installation/repositories", self._installation_repos),
+                web.get(p + r, self._get_repo),
+                web.get(p + r + "/collaborators/{user}/permission", self._permission),
+                web.get(p + r + "/issues/{number:\\d+}", self._get_issue),
+                web.get(p + r + "/issues/{number:\\d+}/comments", self._list_comments),
+                web.post(p + r + "/issues/{number:\\d+}/comments", self._create_comment),
+                web.patch(p + r + "/issues/comments/{id:\\d+}", self._edit_comment),
+                web.post(p + r + "/issues/{number:\\d+}/reactions", self._react_issue),
+                web.post(p + r + "/issues/comments/{id:\\d+}/reactions", self._react_comment),
+                web.post(p + r + "/pulls/comments/{id:\\d+}/reactions", self._react_review),
+                web.get(p + r + "/pulls", self._list_pulls),
+                web.post(p + r + "/pulls", self._create_pull),
+                web.get(p + r + "/pulls/{number:\\d+}", self._get_pull),
+                web.patch(p + r + "/pulls/{number:\\d+}", self._update_pull),
+            ]
+        )
+        if self.git_root is not None:
+            try:
+                from tests.fakes.git_http import git_routes
+            except ImportError:
+                pass
+            else:
+                app.add_routes(git_routes(self.git_root, self.token_allows))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.root_url = f"http://{host}:{port}"
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        api = path.startswith(self.prefix + "/") and ".git/" not in path
+        rel = path[len(self.prefix) :] if api else path
+        self.requests += 1
+        self.log.append(
+            LoggedRequest(request.method, rel, _auth_kind(request), request.query_string)
+        )
+        try:
+            failure = self._take_failure(request.method, rel)
+            if failure is not None:
+                raise Fail(failure.status, failure.message, headers=failure.headers)
+            response = await handler(request)
+        except json.JSONDecodeError:
+            response = web.json_response({"message": "Problems parsing JSON"}, status=400)
+        except web.HTTPException as http_exc:
+            if not api or http_exc.status < 400:
+                raise
+            response = web.json_response({"message": http_exc.reason}, status=http_exc.status)
+        except Fail as exc:
+            payload: dict[str, Any] = {"message": exc.message}
+            if exc.errors is not None:
+                payload["errors"] = exc.errors
+            payload["documentation_url"] = "https://docs.github.com/rest"
+            response = web.json_response(payload, status=exc.status, headers=exc.headers)
+        if api and not response.prepared and "x-ratelimit-remaining" not in response.headers:
+            response.headers["x-ratelimit-limit"] = "5000"
+            response.headers["x-ratelimit-remaining"] = str(max(1, 5000 - self.requests))
+            response.headers["x-ratelimit-reset"] = str(int(time.time()) + 3600)
+            response.headers["x-ratelimit-resource"] = "core"
+        return response
+
+    def _take_failure(self, method: str, path: str) -> _Failure | None:
+        for failure in self._failures:
+            if failure.path == path and failure.method in (None, method) and failure.times > 0:
+                failure.times -= 1
+                return failure
+        return None
+
+    # -- auth ----------------------------------------------------------------------------
+    def _check_jwt(self, request: web.Request) -> None:
+        kind, _, value = request.headers.get("authorization", "").partition(" ")
+        if kind.lower() != "bearer" or value.count(".") != 2:
+            raise Fail(401, "A JSON web token could not be decoded")
+        try:
+            claims = jwt.decode(
+                value,
+                self._public_pem,
+                algorithms=["RS256"],
+                options={"require": ["exp", "iat", "iss"], "verify_iss": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Fail(
+                401,
+                "'Expiration time' claim ('exp') must be a numeric value "
+                "representing the future time at which the assertion expires",
+            ) from None
+        except jwt.PyJWTError:
+            raise Fail(401, "A JSON web token could not be decoded") from None
+        if str(claims["iss"]) != str(self.app_id):
+            raise Fail(401, "A JSON web token could not be decoded")
+        if int(claims["exp"]) - int(claims["iat"]) > 660 or claims["exp"] > time.time() + 660:
+            raise Fail(401, "'Expiration time' claim ('exp') is too far in the future")
+
+    def _installation_for(self, request: web.Request) -> Installation:
+        kind, _, value = request.headers.get("authorization", "").partition(" ")
+        if kind.lower() not in ("token", "bearer"):
+            raise Fail(401, "Requires authentication")
+        entry = self.tokens.get(value)
+        if entry is None or entry[1] <= time.time():
+            raise Fail(401, "Bad credentials")
+        inst = self.installations.get(entry[0])
+        if inst is None:
+            raise Fail(401, "Bad credentials")
+        return inst
+
+    def _repo(self, request: web.Request) -> str:
+        """Authenticate with a token and resolve the repo; invisible repos are 404s."""
+        inst = self._installation_for(request)
+        name = f"{request.match_info['owner']}/{request.match_info['repo']}"
+        if name not in self.repos or name not in inst.repos:
+            raise Fail(404, "Not Found")
+        return name
+
+    # -- app endpoints -------------------------------------------------------------------
+    async def _get_app(self, request: web.Request) -> web.Response:
+        self._check_jwt(request)
+        return web.json_response({"id": self.app_id, "slug": self.app_slug, "name": self.app_slug})
+
+    async def _list_installations(self, request: web.Request) -> web.Response:
+        self._check_jwt(request)
+        return web.json_response(
+            [{"id": i.id, "account": {"login": i.account}} for i in self.installations.values()]
+        )
+
+    async def _mint(self, request: web.Request) -> web.Response:
+        self._check_jwt(request)
+        inst = self.installations.get(int(request.match_info["id"]))
+        if inst is None:
+            raise Fail(404, "Not Found")
+        token = "ghs_" + secrets.token_urlsafe(27)
+        expires = time.time() + self.token_lifetime_s
+        self.tokens[token] = (inst.id, expires)
+        self.token_mints += 1
+        body = {"token": token, "expires_at": _iso(expires), "repository_selection": "selected"}
+        return web.json_response(body, status=201)
+
+    async def _installation_repos(self, request: web.Request) -> web.Response:
+        inst = self._installation_for(request)
+        repos = [self._repo_json(self.repos[n]) for n in inst.repos if n in self.repos]
+        return web.json_response({"total_count": len(repos), "repositories": repos})
+
+    # -- repository endpoints ------------------------------------------------------------
+    def _repo_json(self, repo: Repo) -> dict[str, Any]:
+        owner, name = repo.full_name.split("/")
+        return {
+            "id": repo.id,
+            "name": name,
+            "full_name": repo.full_name,
+            "owner": {"login": owner},
+            "private": repo.private,
+            "default_branch": repo.default_branch,
+            "html_url": f"{self.html_base}/{repo.full_name}",
+            "clone_url": self.clone_url(repo.full_name),
+        }
+
+    async def _get_repo(self, request: web.Request) -> web.Response:
+        return web.json_response(self._repo_json(self.repos[self._repo(request)]))
+
+    async def _permission(self, request: web.Request) -> web.Response:
+        repo, user = self._repo(request), request.match_info["user"]
+        if user.lower() in self.missing_users:
+            raise Fail(404, "Not Found")
+        role = self.permissions.get((repo, user.lower()), "read")
+        legacy = LEGACY_PERMISSION.get(role, "read")
+        return web.json_response({"permission": legacy, "role_name": role, "user": {"login": user}})
+
+    def _issue(self, repo: str, request: web.Request) -> Issue:
+        issue = self.issues.get((repo, int(request.match_info["number"])))
+        if issue is None:
+            raise Fail(404, "Not Found")
+        return issue
+
+    async def _get_issue(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        issue = self._issue(repo, request)
+        data: dict[str, Any] = {"number": issue.number, "title": issue.title, "body": issue.body}
+        if issue.is_pr:
+            data["pull_request"] = {"url": f"{self.base_url}/repos/{repo}/pulls/{issue.number}"}
+        return web.json_response(data | {"state": "open"})
+
+    def _comment_json(self, c: Comment) -> dict[str, Any]:
+        return {
+            "id": c.id,
+            "body": c.body,
+            "user": {"login": c.user, "type": "Bot" if c.user.endswith("[bot]") else "User"},
+            "html_url": f"{self.html_base}/{c.repo}/issues/{c.issue_number}#issuecomment-{c.id}",
+            "issue_url": f"{self.base_url}/repos/{c.repo}/issues/{c.issue_number}",
+        }
+
+    async def _list_comments(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        issue = self._issue(repo, request)
+        per_page = min(100, int(request.query.get("per_page", "30")))
+        page = int(request.query.get("page", "1"))
+        items = self.comments_on(repo, issue.number)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        headers = {}
+        if page * per_page < len(items):
+            nxt = request.url.with_query(per_page=per_page, page=page + 1)
+            headers["link"] = f'<{nxt}>; rel="next"'
+        return web.json_response([self._comment_json(c) for c in chunk], headers=headers)
+
+    async def _body(self, request: web.Request, resource: str) -> dict[str, Any]:
+        data = await request.json()
+        body = data.get("body")
+        if isinstance(body, str) and len(body) > MAX_BODY:
+            too_long = f"Body is too long (maximum is {MAX_BODY} characters)"
+            raise _invalid(resource, "unprocessable", "data", too_long)
+        return dict(data)
+
+    async def _create_comment(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        issue = self._issue(repo, request)
+        data = await self._body(request, "IssueComment")
+        if not data.get("body"):
+            raise Fail(422, 'Invalid request.\n\nNo subschema in "oneOf" matched.')
+        cid = self.add_comment(repo, issue.number, data["body"], self.bot_login)
+        return web.json_response(self._comment_json(self.comments[cid]), status=201)
+
+    async def _edit_comment(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        comment = self.comments.get(int(request.match_info["id"]))
+        if comment is None or comment.repo != repo:
+            raise Fail(404, "Not Found")
+        comment.body = (await self._body(request, "IssueComment"))["body"]
+        return web.json_response(self._comment_json(comment))
+
+    async def _react(self, request: web.Request, subject: str) -> web.Response:
+        content = (await request.json()).get("content")
+        if content not in REACTIONS:
+            raise _invalid("Reaction", "invalid", "content")
+        status = 200 if (subject, content) in self.reactions else 201
+        if status == 201:
+            self.reactions.append((subject, content))
+        body = {"id": next(self._ids), "content": content, "user": {"login": self.bot_login}}
+        return web.json_response(body, status=status)
+
+    async def _react_issue(self, request: web.Request) -> web.Response:
+        issue = self._issue(self._repo(request), request)
+        return await self._react(request, f"issue:{issue.repo}#{issue.number}")
+
+    async def _react_comment(self, request: web.Request) -> web.Response:
+        repo, cid = self._repo(request), int(request.match_info["id"])
+        if cid not in self.comments or self.comments[cid].repo != repo:
+            raise Fail(404, "Not Found")
+        return await self._react(request, f"comment:{cid}")
+
+    async def _react_review(self, request: web.Request) -> web.Response:
+        repo, cid = self._repo(request), int(request.match_info["id"])
+        if cid not in self.review_comments or self.review_comments[cid].repo != repo:
+            raise Fail(404, "Not Found")
+        return await self._react(request, f"review_comment:{cid}")
+
+    # -- pull requests -------------------------------------------------------------------
+    def _next_number(self, repo: str) -> int:
+        return 1 + max((n for (r, n) in self.issues if r == repo), default=0)
+
+    def _pull_json(self, pr: Pull) -> dict[str, Any]:
+        owner = pr.repo.split("/")[0]
+
+        def ref(name: str) -> dict[str, Any]:
+            return {"ref": name, "label": f"{owner}:{name}", "repo": {"full_name": pr.repo}}
+
+        return {
+            "number": pr.number,
+            "state": pr.state,
+            "title": pr.title,
+            "body": pr.body,
+            "html_url": f"{self.html_base}/{pr.repo}/pull/{pr.number}",
+            "url": f"{self.base_url}/repos/{pr.repo}/pulls/{pr.number}",
+            "head": ref(pr.head),
+            "base": ref(pr.base),
+            "merged": pr.merged,
+            "draft": pr.draft,
+            "user": {"login": self.bot_login, "type": "Bot"},
+        }
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        state, head = request.query.get("state", "open"), request.query.get("head")
+        base = request.query.get("base")
+        owner = repo.split("/")[0]
+        found = [
+            self._pull_json(p)
+            for (r, _), p in sorted(self.pulls.items(), key=lambda kv: -kv[0][1])
+            if r == repo
+            and state in ("all", p.state)
+            and (head is None or head == f"{owner}:{p.head}")
+            and base in (None, p.base)
+        ]
+        return web.json_response(found)
+
+    async def _git(self, repo: str, *args: str) -> tuple[int, str]:
+        assert self.git_root is not None
+        proc = await asyncio.create_subprocess_exec(
+            "git",
+            "--git-dir",
+            str(self.git_root / f"{repo}.git"),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode().strip()
+
+    async def _create_pull(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        data = await self._body(request, "PullRequest")
+        head = str(data.get("head", "")).split(":", 1)[-1]
+        base = str(data.get("base", ""))
+        for field_name, value in (("head", head), ("base", base)):
+            if not value:
+                raise _invalid("PullRequest", "missing_field", field_name)
+        if self.git_root is not None:
+            for field_name, value in (("head", head), ("base", base)):
+                rc, _ = await self._git(repo, "rev-parse", "--verify", "-q", f"refs/heads/{value}")
+                if rc:
+                    raise _invalid("PullRequest", "invalid", field_name)
+            _, count = await self._git(repo, "rev-list", "--count", f"{base}..{head}")
+            if count == "0":
+                raise _invalid(
+                    "PullRequest", "custom", None, f"No commits between {base} and {head}"
+                )
+        for p in self.pulls.values():
+            if p.repo == repo and p.state == "open" and (p.head, p.base) == (head, base):
+                exists = f"A pull request already exists for {repo.split('/')[0]}:{head}."
+                raise _invalid("PullRequest", "custom", None, exists)
+        number = self._next_number(repo)
+        title, body = str(data.get("title", "")), str(data.get("body") or "")
+        self.issues[(repo, number)] = Issue(repo, number, title, body, is_pr=True)
+        pr = Pull(repo, number, head, base, title, body, draft=bool(data.get("draft")))
+        self.pulls[(repo, number)] = pr
+        return web.json_response(self._pull_json(pr), status=201)
+
+    def _pull(self, repo: str, request: web.Request) -> Pull:
+        pr = self.pulls.get((repo, int(request.match_info["number"])))
+        if pr is None:
+            raise Fail(404, "Not Found")
+        return pr
+
+    async def _get_pull(self, request: web.Request) -> web.Response:
+        return web.json_response(self._pull_json(self._pull(self._repo(request), request)))
+
+    async def _update_pull(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        pr = self._pull(repo, request)
+        data = await self._body(request, "PullRequest")
+        for key in ("title", "body", "state", "base"):
+            if key in data:
+                setattr(pr, key, data[key])
+        return web.json_response(self._pull_json(pr))
+
+
+def _auth_kind(request: web.Request) -> str:
+    kind, _, value = request.headers.get("authorization", "").partition(" ")
+    kind = kind.lower()
+    if kind == "basic":
+        return "basic"
+    if kind == "bearer" and value.count(".") == 2:
+        return "jwt"
+    return "token" if kind in ("token", "bearer") else "none"
