@@ -18,7 +18,10 @@ def base(**extra: str) -> dict[str, str]:
 def test_defaults_match_the_design() -> None:
     s = load_settings(base())
     assert (s.webhook_path, s.port, s.trigger_label, s.command) == (
-        "/api/github/webhooks", 3000, "mc-auto", "/mc"
+        "/api/github/webhooks",
+        3000,
+        "mc-auto",
+        "/mc",
     )
     assert (s.daily_budget_usd, s.task_budget_usd, s.task_budget_max_usd) == (50, 5, 10)
     assert (s.soft_timeout_s, s.kill_after_s, s.grace_s, s.concurrency) == (1800, 60, 300, 1)
@@ -27,7 +30,7 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_webhook_secret_is_mandatory() -> None:
-    with pytest.raises(ConfigError, match="^WEBHOOK_SECRET: required"):
+    with pytest.raises(ConfigError, match=r"^WEBHOOK_SECRET: required"):
         load_settings({})
 
 
@@ -57,7 +60,9 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 
 def test_private_key_with_literal_newlines_and_ghe_host(tmp_path: Path) -> None:
-    s = load_settings(base(APP_ID="12", PRIVATE_KEY=PEM.replace("\n", "\\n"), GHE_HOST="ghe.example"))
+    s = load_settings(
+        base(APP_ID="12", PRIVATE_KEY=PEM.replace("\n", "\\n"), GHE_HOST="ghe.example")
+    )
     assert s.private_key == PEM
     assert s.github_api_url == "https://ghe.example/api/v3"
     key = tmp_path / "key.pem"
@@ -66,16 +71,28 @@ def test_private_key_with_literal_newlines_and_ghe_host(tmp_path: Path) -> None:
 
 
 def test_secrets_do_not_show_in_repr() -> None:
-    s = load_settings(base(APP_ID="12", PRIVATE_KEY=PEM, TELEGRAM_BOT_TOKEN="123:abc",
-                           ANTHROPIC_API_KEY="sk-ant-xyz"))
+    s = load_settings(
+        base(
+            APP_ID="12",
+            PRIVATE_KEY=PEM,
+            TELEGRAM_BOT_TOKEN="123:abc",
+            ANTHROPIC_API_KEY="sk-ant-xyz",
+        )
+    )
     text = repr(s)
     for secret in ("MIIB", "123:abc", "sk-ant-xyz"):
         assert secret not in text
     assert set(s.secrets) >= {"s3cret", PEM.strip(), "123:abc", "sk-ant-xyz"}
 
 
-def test_dotenv_is_read_and_real_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / ".env").write_text("# comment\nWEBHOOK_SECRET='from-file'\nPORT=4000\nexport MC_MODEL=opus\n")
+def test_dotenv_is_read_and_real_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# comment\nWEBHOOK_SECRET='from-file'\nPORT=4000\nexport MC_MODEL=opus\n"
+    )
     monkeypatch.setenv("PORT", "5000")
     env = environment(tmp_path)
-    assert env["WEBHOOK_SECRET"] == "from-file" and env["PORT"] == "5000" and env["MC_MODEL"] == "opus"
+    assert (
+        env["WEBHOOK_SECRET"] == "from-file" and env["PORT"] == "5000" and env["MC_MODEL"] == "opus"
+    )

@@ -95,15 +95,31 @@ def test_pr_fate() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
-@given(st.dictionaries(st.sampled_from(["action", "issue", "comment", "label", "repository",
-                                        "installation", "sender", "pull_request", "review"]),
-                       json_values))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "action",
+                "issue",
+                "comment",
+                "label",
+                "repository",
+                "installation",
+                "sender",
+                "pull_request",
+                "review",
+            ]
+        ),
+        json_values,
+    )
+)
 def test_arbitrary_payloads_never_raise(data: dict[str, Any]) -> None:
     events.label_trigger(data, "mc-auto")
     events.comment_trigger(data, "/mc", 10)

@@ -12,9 +12,18 @@ from ghapp.core.prompt import build_prompt, sanitize
 
 def task(**kw: object) -> Task:
     fields: dict[str, object] = dict(
-        id=1, source=TaskSource.LABEL, repo="o/r", installation_id=1, issue_number=5,
-        requester="alice", instructions="", budget_usd=5, state=TaskState.RUNNING,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC), title="Fix typo", body="The README says teh.",
+        id=1,
+        source=TaskSource.LABEL,
+        repo="o/r",
+        installation_id=1,
+        issue_number=5,
+        requester="alice",
+        instructions="",
+        budget_usd=5,
+        state=TaskState.RUNNING,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        title="Fix typo",
+        body="The README says teh.",
     )
     fields.update(kw)
     return Task(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,107 @@
+"""`python -m ghapp check`: a pass/fail list of everything ghapp needs before it starts."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from ghapp.config import ConfigError, Settings, load_settings
+
+Check = tuple[str, bool, str]
+
+
+def _key(settings: Settings) -> Check:
+    if settings.private_key is None:
+        return ("private key", False, "PRIVATE_KEY or PRIVATE_KEY_PATH is not set")
+    try:
+        load_pem_private_key(settings.private_key.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        return ("private key", False, f"does not parse: {exc}")
+    return ("private key", True, "parses")
+
+
+def _data_dir(settings: Settings) -> Check:
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".ghapp-write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        return ("data dir", False, f"{path} is not writable: {exc.strerror}")
+    return ("data dir", True, f"{path.resolve()} is writable")
+
+
+def _claude(settings: Settings) -> Check:
+    found = shutil.which(settings.claude_bin)
+    if found is None:
+        return ("claude CLI", False, f"{settings.claude_bin!r} not found (set CLAUDE_BIN)")
+    try:
+        out = subprocess.run(
+            [found, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ("claude CLI", False, f"{found} does not run: {exc}")
+    if out.returncode != 0:
+        return ("claude CLI", False, f"{found} --version exited {out.returncode}")
+    return ("claude CLI", True, f"{found} {out.stdout.strip()}")
+
+
+def _sandbox(settings: Settings) -> Check:
+    user = settings.worker_user
+    if user is None:
+        return ("sandbox user", False, "MC_WORKER_USER is not set (agent would run as ghapp)")
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return ("sandbox user", False, f"user {user!r} does not exist (see README)")
+    if os.geteuid() != 0:
+        return ("sandbox user", True, f"{user} exists (run check as root to test isolation)")
+    target = settings.sqlite_path if settings.sqlite_path.exists() else settings.data_dir
+    probe = subprocess.run(
+        ["ls", str(settings.data_dir)], user=user, capture_output=True, stdin=subprocess.DEVNULL
+    )
+    read = subprocess.run(
+        ["head", "-c1", str(target)], user=user, capture_output=True, stdin=subprocess.DEVNULL
+    )
+    if probe.returncode == 0 or (target.is_file() and read.returncode == 0):
+        return ("sandbox user", False, f"{user} can read {settings.data_dir}; chmod 711 it")
+    return ("sandbox user", True, f"{user} exists and cannot read {settings.data_dir}")
+
+
+def _git(_: Settings) -> Check:
+    found = shutil.which("git")
+    return ("git", found is not None, found or "git not found on PATH")
+
+
+CHECKS: tuple[Callable[[Settings], Check], ...] = (_key, _data_dir, _claude, _sandbox, _git)
+
+
+def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
+    """Every check, in order; the configuration first since the rest need it."""
+    try:
+        settings = load_settings(env)
+    except ConfigError as exc:
+        return [("configuration", False, str(exc))]
+    results: list[Check] = [("configuration", True, "all variables valid")]
+    results += [check(settings) for check in CHECKS]
+    return results
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Print the list; exit status 0 only if everything passed."""
+    results = run_checks(env)
+    for name, ok, detail in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+    failed = sum(1 for _, ok, _ in results if not ok)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0

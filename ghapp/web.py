@@ -1,0 +1,100 @@
+"""aiohttp app: verify and store each webhook, answer at once, and report health."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ghapp.core.model import utcnow
+from ghapp.core.ports import TaskStore
+
+log = logging.getLogger(__name__)
+MAX_BODY = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WebDeps:
+    """What the web layer needs; bootstrap provides it."""
+
+    store: TaskStore
+    secret: str
+    webhook_path: str
+    on_stored: Callable[[], None]
+    health: Callable[[], Awaitable[dict[str, Any]]]
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+
+
+DEPS = web.AppKey("deps", WebDeps)
+
+
+def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    """sha256 HMAC of the raw body, compared in constant time; sha1 is not accepted."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    """Store a verified delivery and answer 202; no GitHub or git work happens here."""
+    deps = request.app[DEPS]
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, "payload larger than 25 MB")
+    if request.content_type != "application/json":
+        return _error(415, "content type must be application/json")
+    event = request.headers.get("X-GitHub-Event")
+    delivery = request.headers.get("X-GitHub-Delivery")
+    if not event or not delivery:
+        return _error(400, "X-GitHub-Event and X-GitHub-Delivery headers are required")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "payload larger than 25 MB")
+    if not signature_ok(deps.secret, body, request.headers.get("X-Hub-Signature-256")):
+        return _error(401, "X-Hub-Signature-256 is missing or does not match WEBHOOK_SECRET")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return _error(400, "body is not valid JSON")
+    if not isinstance(payload, dict):
+        return _error(400, "body must be a JSON object")
+    if not await deps.store.add_delivery(delivery, event, body, utcnow()):
+        return web.json_response({"status": "duplicate", "delivery": delivery}, status=200)
+    deps.on_stored()
+    return web.json_response({"status": "accepted", "delivery": delivery}, status=202)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Database, runner and queue depth; 503 when something is down."""
+    report = await request.app[DEPS].health()
+    return web.json_response(report, status=200 if report.get("ok") else 503)
+
+
+def create_app(deps: WebDeps) -> web.Application:
+    """The one aiohttp application; background parts start and stop with it."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app[DEPS] = deps
+    app.router.add_post(deps.webhook_path, receive_webhook)
+    app.router.add_get("/healthz", healthz)
+
+    async def startup(_: web.Application) -> None:
+        await deps.start()
+
+    async def cleanup(_: web.Application) -> None:
+        await deps.stop()
+
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    return app

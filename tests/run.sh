@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the suite needs, then lint, types, tests.
+# Extra arguments go to pytest, e.g. `tests/run.sh tests/unit -x`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLAUDE_VERSION=2.1.197
+WORKER_USER=${MC_TEST_WORKER_USER:-mc-worker}
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for tool in git:git npm:npm setpriv:util-linux; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  if ! id "$WORKER_USER" >/dev/null 2>&1; then
+    step "creating sandbox user $WORKER_USER"
+    useradd --system --create-home --home-dir "/var/lib/$WORKER_USER" --shell /usr/sbin/nologin "$WORKER_USER"
+  fi
+fi
+
+step "python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+step "Claude Code CLI $CLAUDE_VERSION (.tools)"
+if [ "$(.tools/node_modules/.bin/claude --version 2>/dev/null | cut -d' ' -f1)" != "$CLAUDE_VERSION" ]; then
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$CLAUDE_VERSION"
+fi
+.tools/node_modules/.bin/claude --version
+
+step "lint and types"
+.venv/bin/ruff check ghapp tests bench
+.venv/bin/ruff format --check ghapp tests bench
+.venv/bin/mypy
+
+step "tests"
+set +e
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ $status -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit $status
