@@ -192,6 +192,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     task_max = r.number("MC_TASK_BUDGET_MAX_USD", 10.0)
     if task > task_max:
         raise ConfigError("MC_TASK_BUDGET_USD: must not exceed MC_TASK_BUDGET_MAX_USD")
+    if task_max > daily:
+        raise ConfigError("MC_TASK_BUDGET_MAX_USD: must not exceed MC_DAILY_BUDGET_USD")
     command = r.text("MC_COMMAND", "/mc") or "/mc"
     if any(c.isspace() for c in command):
         raise ConfigError(f"MC_COMMAND: must be one word such as /mc, got {command!r}")

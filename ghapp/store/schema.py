@@ -1,0 +1,161 @@
+"""SQLite schema and shared SQL: append a step to MIGRATIONS, never edit a released one."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+BUSY_TIMEOUT_MS = 5000
+ACTIVE = "state IN ('queued', 'running')"
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+)
+# Oldest queued task whose issue, and whose branch in the same repo, has no running task.
+NEXT_QUEUED = """
+    SELECT * FROM tasks AS q
+    WHERE q.state = 'queued'
+      AND NOT EXISTS (
+        SELECT 1 FROM tasks AS r
+        WHERE r.state = 'running'
+          AND r.repo = q.repo
+          AND (r.issue_number = q.issue_number OR (q.branch IS NOT NULL AND r.branch = q.branch))
+      )
+    ORDER BY q.created_at, q.id
+    LIMIT 1
+"""
+ORDER_FOR_LISTING = """
+    ORDER BY state = 'queued',
+             CASE WHEN state = 'queued' THEN created_at END,
+             CASE WHEN state = 'queued' THEN id ELSE -id END
+"""
+
+QUEUE_POSITION = """
+    SELECT COUNT(*) FROM tasks AS q, tasks AS t
+    WHERE t.id = ? AND t.state = 'queued' AND q.state = 'queued'
+      AND (q.created_at < t.created_at OR (q.created_at = t.created_at AND q.id <= t.id))
+"""
+
+
+# Each step is a tuple of single statements (executescript would COMMIT behind our back).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            source TEXT NOT NULL,
+            repo TEXT NOT NULL COLLATE NOCASE,
+            installation_id INTEGER NOT NULL,
+            issue_number INTEGER NOT NULL,
+            requester TEXT NOT NULL,
+            instructions TEXT NOT NULL,
+            budget_usd REAL NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+            created_at TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            body TEXT NOT NULL DEFAULT '',
+            delivery_id TEXT,
+            trigger_comment_id INTEGER,
+            is_pull_request INTEGER NOT NULL DEFAULT 0 CHECK (is_pull_request IN (0, 1)),
+            attempt INTEGER NOT NULL DEFAULT 1,
+            branch TEXT,
+            base_sha TEXT,
+            pr_number INTEGER,
+            pr_url TEXT,
+            pr_fate TEXT,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            reserved_usd REAL NOT NULL DEFAULT 0,
+            started_at TEXT,
+            finished_at TEXT,
+            failure_reason TEXT,
+            wait_reason TEXT,
+            summary TEXT,
+            log_path TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+            tracking_comment_id INTEGER,
+            review_path TEXT,
+            review_line INTEGER,
+            parent_task_id INTEGER,
+            updated_at TEXT NOT NULL
+        )
+        """,
+        # The database itself refuses a second active task on one issue.
+        """
+        CREATE UNIQUE INDEX tasks_one_active_per_issue ON tasks (repo, issue_number)
+            WHERE state IN ('queued', 'running')
+        """,
+        "CREATE INDEX tasks_queue ON tasks (state, created_at, id)",
+        "CREATE INDEX tasks_issue ON tasks (repo, issue_number, id)",
+        "CREATE INDEX tasks_pr ON tasks (repo, pr_number, id)",
+        """
+        CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            body BLOB NOT NULL,
+            received_at TEXT NOT NULL,
+            processed_at TEXT,
+            error TEXT
+        )
+        """,
+        """
+        CREATE INDEX deliveries_pending ON deliveries (received_at)
+            WHERE processed_at IS NULL
+        """,
+        """
+        CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            day TEXT NOT NULL,
+            task_id INTEGER NOT NULL REFERENCES tasks (id),
+            attempt INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            booked_at TEXT NOT NULL,
+            UNIQUE (task_id, attempt)
+        )
+        """,
+        "CREATE INDEX ledger_day ON ledger (day)",
+        """
+        CREATE TABLE installations (
+            id INTEGER PRIMARY KEY,
+            account TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE installation_repos (
+            installation_id INTEGER NOT NULL REFERENCES installations (id) ON DELETE CASCADE,
+            repo TEXT NOT NULL COLLATE NOCASE,
+            PRIMARY KEY (installation_id, repo)
+        )
+        """,
+        "CREATE INDEX installation_repos_repo ON installation_repos (repo)",
+        """
+        CREATE TABLE projects (
+            slug TEXT PRIMARY KEY,
+            repo TEXT NOT NULL,
+            installation_id INTEGER NOT NULL,
+            is_default INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1))
+        )
+        """,
+        "CREATE UNIQUE INDEX projects_one_default ON projects (is_default) WHERE is_default = 1",
+    ),
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def apply_migrations(db: aiosqlite.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION inside the caller's write transaction."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row is not None else 0
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this ghapp ({SCHEMA_VERSION})"
+        )
+    for step in MIGRATIONS[version:]:
+        for statement in step:
+            await db.execute(statement)
+    if version != SCHEMA_VERSION:
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return SCHEMA_VERSION

@@ -1,0 +1,127 @@
+"""The TaskStore contract against SQLite, plus what only the SQLite adapter promises."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from ghapp.core.model import TaskState
+from ghapp.store.schema import SCHEMA_VERSION
+from ghapp.store.sqlite import SqliteTaskStore
+from tests.contract.task_store_contract import (
+    PLENTY,
+    T0,
+    StoreFactory,
+    TaskStoreContract,
+    at,
+    new,
+    queued,
+)
+
+
+class TestSqliteTaskStore(TaskStoreContract):
+    """Runs every contract test on a fresh SQLite file per test."""
+
+    @pytest.fixture
+    def db_path(self, tmp_path: Path) -> Path:
+        return tmp_path / "data" / "ghapp.sqlite3"
+
+    @pytest.fixture
+    async def open_store(self, db_path: Path) -> AsyncIterator[StoreFactory]:
+        opened: list[SqliteTaskStore] = []
+
+        async def factory() -> SqliteTaskStore:
+            store = SqliteTaskStore(db_path)
+            await store.migrate()
+            opened.append(store)
+            return store
+
+        yield factory
+        for store in opened:
+            await store.close()
+
+    @pytest.fixture
+    async def store(self, open_store: StoreFactory) -> SqliteTaskStore:
+        store = await open_store()
+        assert isinstance(store, SqliteTaskStore)
+        return store
+
+    # -- SQLite only ------------------------------------------------------------------
+    async def test_file_is_wal_at_the_current_schema_version(
+        self, store: SqliteTaskStore, db_path: Path
+    ) -> None:
+        raw = sqlite3.connect(db_path)
+        try:
+            assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        finally:
+            raw.close()
+
+    async def test_connection_pragmas(self, store: SqliteTaskStore) -> None:
+        db = store._conn()
+        for pragma, expected in (("foreign_keys", 1), ("busy_timeout", 5000), ("synchronous", 1)):
+            async with db.execute(f"PRAGMA {pragma}") as cursor:
+                row = await cursor.fetchone()
+                assert row is not None and tuple(row) == (expected,), pragma
+
+    async def test_newer_schema_is_refused(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True)
+        raw = sqlite3.connect(db_path)
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        raw.close()
+        store = SqliteTaskStore(db_path)
+        try:
+            with pytest.raises(RuntimeError, match="newer"):
+                await store.migrate()
+        finally:
+            await store.close()
+
+    async def test_unopened_store_says_so(self, tmp_path: Path) -> None:
+        store = SqliteTaskStore(tmp_path / "x.sqlite3")
+        with pytest.raises(RuntimeError, match="migrate"):
+            await store.get_task(1)
+        assert await store.ping() is False
+        await store.close()
+
+    async def test_in_memory_database_works(self) -> None:
+        store = SqliteTaskStore(":memory:")
+        await store.migrate()
+        try:
+            assert (await queued(store)).id == 1
+        finally:
+            await store.close()
+
+    async def test_naive_datetimes_are_refused(self, store: SqliteTaskStore) -> None:
+        with pytest.raises(ValueError, match="naive"):
+            await store.create_task(new(1), datetime(2024, 5, 1, 12, 0))
+        assert await store.count(TaskState.QUEUED) == 0
+
+    async def test_failed_statement_rolls_back_and_store_stays_usable(
+        self, store: SqliteTaskStore
+    ) -> None:
+        task = await queued(store, 1)
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.update(task.id, summary="half", installation_id=None)
+        assert await store.get_task(task.id) == task
+        claim = await store.claim_next(at(1), PLENTY)
+        assert claim.task is not None and claim.task.id == task.id
+
+    async def test_database_itself_refuses_two_active_tasks_per_issue(
+        self, store: SqliteTaskStore, db_path: Path
+    ) -> None:
+        await queued(store, 1)
+        raw = sqlite3.connect(db_path)
+        try:
+            with pytest.raises(sqlite3.IntegrityError):
+                raw.execute(
+                    "INSERT INTO tasks (source, repo, installation_id, issue_number, requester,"
+                    " instructions, budget_usd, state, created_at, updated_at)"
+                    " VALUES ('label', 'OCTO/app', 7, 1, 'x', 'y', 1, 'queued', ?, ?)",
+                    (T0.isoformat(), T0.isoformat()),
+                )
+        finally:
+            raw.close()
