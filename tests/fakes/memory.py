@@ -53,7 +53,9 @@ class MemoryForge:
         self.comments.append((repo, number, body))
         return 1000 + len(self.comments)
 
-    async def edit_comment(self, installation_id: int, repo: str, comment_id: int, body: str) -> None:
+    async def edit_comment(
+        self, installation_id: int, repo: str, comment_id: int, body: str
+    ) -> None:
         self.edits.append((comment_id, body))
 
     async def react(
@@ -133,7 +135,7 @@ class MemoryVcs:
 class ScriptedWorker:
     """An agent whose behaviour each test scripts: commits, dirt, outcome, or a wait."""
 
-    vcs: MemoryVcs
+    vcs: MemoryVcs | None = None
     outcome: AgentOutcome = field(default_factory=lambda: AgentOutcome(True, 0.5, "did it"))
     make_commits: int = 1
     leave_dirty: bool = False
@@ -144,9 +146,10 @@ class ScriptedWorker:
     async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
         self.requests.append(request)
         self.started.set()
-        for i in range(self.make_commits):
-            self.vcs.commits.insert(0, f"c{i} agent work")
-        self.vcs.dirty = self.leave_dirty
+        if self.vcs is not None:
+            for i in range(self.make_commits):
+                self.vcs.commits.insert(0, f"c{i} agent work")
+            self.vcs.dirty = self.leave_dirty
         if self.block:
             await stop.wait()
             return AgentOutcome(False, 0.25, stopped="cancelled", reason="stopped")
