@@ -137,9 +137,7 @@ async def measure(kind: str, total: int, concurrency: int, data: Path) -> dict[s
     else:
         cmd = [sys.executable, "-m", "ghapp"]
         env = real_env(port, data)
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=env, cwd=data if kind == "real" else ROOT
-    )
+    proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=data if kind == "real" else ROOT)
     try:
         await wait_up(port)
         await load(port, min(500, total), concurrency, f"warm-{kind}")  # warm-up
