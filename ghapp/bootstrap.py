@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,11 +59,14 @@ class Ghapp:
     inbox: Inbox
     session: aiohttp.ClientSession | None = None
     extra_start: list[Any] = field(default_factory=list)
+    before_runner: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
         await self.store.migrate()
         await self.inbox.start()
+        for step in self.before_runner:
+            await step()
         await self.runner.start()
         for part in self.extra_start:
             await part.start()
@@ -131,6 +135,7 @@ def build(
         settings.command,
     )
     service = TaskService(store, forge, reporter, clock, limits)
+    before_runner: list[Callable[[], Awaitable[object]]] = []
     if worker is None:
         if settings.worker_user is None:
             log.warning(
@@ -144,7 +149,9 @@ def build(
             anthropic_env=settings.anthropic_env,
             extra_env=worker_env,
             max_turns=settings.max_turns,
+            instance=hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12],
         )
+        before_runner.append(worker.reap_leftovers)
     runner = TaskRunner(
         store,
         forge,
@@ -169,7 +176,7 @@ def build(
         service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
     )
     inbox = Inbox(store, ctx, clock)
-    return Ghapp(settings, store, service, runner, inbox, session)
+    return Ghapp(settings, store, service, runner, inbox, session, before_runner=before_runner)
 
 
 def web_app(app: Ghapp) -> web.Application:
