@@ -114,7 +114,6 @@ def build(
     *,
     worker: Worker | None = None,
     messenger: Messenger | None = None,
-    write_interval_s: float = 1.0,
     worker_env: dict[str, str] | None = None,
     poll_s: float = 5.0,
 ) -> Ghapp:
@@ -126,7 +125,7 @@ def build(
     store = SqliteTaskStore(settings.sqlite_path)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
-    forge = GitHubForge(auth, write_interval_s=write_interval_s)
+    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s)
     reporter = Reporter(forge, messenger or NullMessenger(), settings.command)
     limits = Limits(
         settings.daily_budget_usd,

@@ -153,8 +153,8 @@ class TaskStore(Protocol):
 class Forge(Protocol):
     """The code host's REST API as the core needs it (GitHub in production)."""
 
-    async def token(self, installation_id: int) -> str:
-        """A valid installation token, for git calls only."""
+    async def token(self, installation_id: int, refused: str | None = None) -> str:
+        """A valid installation token, for git calls only; `refused` is one git rejected."""
         ...
 
     async def permission(self, installation_id: int, repo: str, user: str) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from ghapp.core.model import PullRequest, Repository, Task, TaskSource, TaskState, utc_day
 from ghapp.core.ports import (
@@ -25,6 +26,7 @@ from ghapp.core.prompt import build_prompt
 from ghapp.core.report import Reporter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 WAITING_FOR_BUDGET = "waiting for daily budget"
 
 
@@ -206,7 +208,7 @@ class TaskRunner:
             "started", f"Task #{task.id} started: {task.repo}#{task.issue_number}", task
         )
         repo = await self.forge.repository(task.installation_id, task.repo)
-        ws = await self.vcs.prepare(task, repo, await self.forge.token(task.installation_id))
+        ws = await self._with_token(task, lambda token: self.vcs.prepare(task, repo, token))
         try:
             task = await self.store.update(task.id, branch=ws.branch, base_sha=ws.base_sha)
             if stop.is_set():
@@ -220,6 +222,15 @@ class TaskRunner:
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
+
+    async def _with_token(self, task: Task, git_call: Callable[[str], Awaitable[T]]) -> T:
+        """A git call with the installation token; once more with a fresh one if it fails."""
+        token = await self.forge.token(task.installation_id)
+        try:
+            return await git_call(token)
+        except Exception:
+            log.warning("git call for task %s failed; retrying with a fresh token", task.id)
+            return await git_call(await self.forge.token(task.installation_id, refused=token))
 
     async def _run_agent(
         self, task: Task, ws: Workspace, log_path: Path, stop: asyncio.Event
@@ -250,17 +261,17 @@ class TaskRunner:
         base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
         commits = await self.vcs.commits_since(ws, base)
         if commits:
-            await self.vcs.push(ws, await self.forge.token(task.installation_id))
+            await self._with_token(task, lambda token: self.vcs.push(ws, token))
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
         if outcome.stopped == "cancelled":
             return _Result(TaskState.CANCELLED, f"cancelled while running{saved}")
-        if not commits:
-            return _Result(TaskState.FAILED, "the agent made no commits")
         if not outcome.completed:
             reason = outcome.reason or "the agent did not complete"
             if outcome.stopped == "timeout":
                 reason = f"stopped after {self.config.soft_timeout_s:g} s"
             return _Result(TaskState.FAILED, f"{reason}{saved}")
+        if not commits:
+            return _Result(TaskState.FAILED, "the agent made no commits")
         if rescued:
             log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
         body = pr_body(task, outcome, commits, duration)

@@ -118,8 +118,10 @@ class GitHubForge:
             finally:
                 self._last_write = time.monotonic()
 
-    async def token(self, installation_id: int) -> str:
-        """A valid installation token, for git calls only."""
+    async def token(self, installation_id: int, refused: str | None = None) -> str:
+        """A valid installation token, for git calls only; a refused one is replaced."""
+        if refused is not None:
+            self._auth.invalidate(installation_id, refused)
         return await self._auth.installation_token(installation_id)
 
     async def permission(self, installation_id: int, repo: str, user: str) -> str:

@@ -37,7 +37,7 @@ class MemoryForge:
     tokens_issued: int = 0
     fail_repository: Exception | None = None
 
-    async def token(self, installation_id: int) -> str:
+    async def token(self, installation_id: int, refused: str | None = None) -> str:
         self.tokens_issued += 1
         return f"ghs_memory{self.tokens_issued}"
 

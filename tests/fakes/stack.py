@@ -46,9 +46,12 @@ class Stack:
     server: TestServer | None = None
     session: aiohttp.ClientSession | None = None
     deliveries: list[str] = field(default_factory=list)
+    external_url: str | None = None
 
     @property
     def url(self) -> str:
+        if self.external_url is not None:
+            return self.external_url
         assert self.server is not None
         return str(self.server.make_url(self.settings.webhook_path))
 
@@ -58,7 +61,6 @@ class Stack:
         self.app = build(
             settings,
             worker=worker,
-            write_interval_s=0,
             poll_s=0.2,
             worker_env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         )
@@ -79,7 +81,8 @@ class Stack:
         self, event: str, payload: dict[str, Any], delivery: str | None = None
     ) -> int:
         """POST a signed delivery the way GitHub does; returns the status code."""
-        assert self.session is not None
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
         delivery = delivery or str(uuid.uuid4())
         self.deliveries.append(delivery)
         body = json.dumps(payload).encode()
@@ -130,6 +133,7 @@ async def make_stack(worker_user: str | None, claude_bin: str = "claude", **extr
         data_dir=root / "data",
         worker_user=worker_user,
         claude_bin=claude_bin,
+        write_interval_s=0,
         **extra,
     )
     return Stack(github, root, settings)
@@ -139,3 +143,29 @@ async def close_stack(stack: Stack) -> None:
     await stack.stop()
     await stack.github.close()
     shutil.rmtree(stack.root, ignore_errors=True)
+
+
+def ghapp_env(stack: Stack, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a real `python -m ghapp` process pointed at the fakes."""
+    s = stack.settings
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "WEBHOOK_SECRET": SECRET,
+        "APP_ID": str(s.app_id),
+        "PRIVATE_KEY": s.private_key or "",
+        "GITHUB_API_URL": s.github_api_url,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MC_DATA_DIR": str(s.data_dir),
+        "CLAUDE_BIN": s.claude_bin,
+        "MC_WRITE_INTERVAL_S": "0",
+        "LOG_LEVEL": "debug",
+        **{k: v for k, v in s.anthropic_env.items()},
+        **extra,
+    }
+    if s.worker_user:
+        env["MC_WORKER_USER"] = s.worker_user
+    return env
