@@ -1,4 +1,4 @@
-"""`python -m ghapp`: serve (default) or check the configuration."""
+"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset) or check."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
 from ghapp import check
 from ghapp.bootstrap import build, describe, web_app
-from ghapp.config import ConfigError, Settings, load_settings
+from ghapp.config import ConfigError, Settings, environment, load_settings
+from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
 
 
@@ -36,8 +38,46 @@ async def run(settings: Settings) -> None:
         await runner.cleanup()
 
 
+async def setup_then_run(config: SetupConfig) -> int:
+    """Serve setup mode until the app is registered, then reload .env and serve normally."""
+    if await serve_setup(config) is None:
+        return 0  # stopped before the app was registered
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"ghapp: configuration error after setup: {exc}", file=sys.stderr)
+        return 2
+    if settings.app_id is None:
+        print("ghapp: setup wrote .env but APP_ID is still unset", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
+    logging.getLogger("ghapp").info("GitHub App %s registered; serving", settings.app_id)
+    await run(settings)
+    return 0
+
+
+def setup_mode(env: dict[str, str]) -> int:
+    """No APP_ID yet: serve the page that registers the GitHub App (Probot's manifest flow)."""
+    try:
+        config = setup_config(env, Path.cwd())
+    except ConfigError as exc:
+        print(f"ghapp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    os.umask(0o077)
+    level = (env.get("LOG_LEVEL") or "info").lower()
+    fmt = (env.get("LOG_FORMAT") or "text").lower()
+    setup_logging(
+        level if level in {"debug", "info", "warning", "error"} else "info",
+        fmt if fmt in {"text", "json"} else "text",
+    )
+    return asyncio.run(setup_then_run(config))
+
+
 def serve() -> int:
     """Run the webhook server, the runner and the bot on one loop until stopped."""
+    env = environment()
+    if not (env.get("APP_ID") or "").strip():
+        return setup_mode(env)
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -24,6 +24,7 @@ from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
 from ghapp.github.auth import AppAuth
 from ghapp.github.forge import GitHubForge
+from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.web import WebDeps, create_app
@@ -175,7 +176,9 @@ def build(
         service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
     )
     inbox = Inbox(store, ctx, clock)
-    return Ghapp(settings, store, service, runner, inbox, session, before_runner=before_runner)
+    app = Ghapp(settings, store, service, runner, inbox, session, before_runner=before_runner)
+    app.extra_start.append(RedeliverySweep(auth, store))
+    return app
 
 
 def web_app(app: Ghapp) -> web.Application:

@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
-  for tool in git:git npm:npm setpriv:util-linux; do
+  for tool in git:git npm:npm setpriv:util-linux chromium:chromium; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -18,6 +18,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.github_apps import AppsDesk, HookDelivery
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LEGACY_PERMISSION = {
@@ -158,6 +160,8 @@ class FakeGitHub:
         self._ids = itertools.count(1001)
         self._runner: web.AppRunner | None = None
         self.root_url = ""
+        # App webhook deliveries log and manifest registrations (tests/fakes/github_apps.py).
+        self.apps = AppsDesk(self._check_jwt, lambda: self.root_url)
 
     # -- seeding and inspection ----------------------------------------------------------
     def add_installation(self, installation_id: int, account: str) -> Installation:
@@ -243,6 +247,10 @@ class FakeGitHub:
             headers["x-ratelimit-reset"] = str(int(time.time() + reset_in))
         self._failures.append(_Failure(path, method, times, status, headers, message))
 
+    def add_hook_delivery(self, guid: str, event: str, *args: Any, **kw: Any) -> HookDelivery:
+        """Seed GET /app/hook/deliveries; see AppsDesk.add_delivery for the fields."""
+        return self.apps.add_delivery(guid, event, *args, **kw)
+
     def requests_to(self, path: str, method: str | None = None) -> list[LoggedRequest]:
         return [r for r in self.log if r.path == path and method in (None, r.method)]
 
@@ -280,6 +288,7 @@ class FakeGitHub:
                 web.patch(p + r + "/pulls/{number:\\d+}", self._update_pull),
             ]
         )
+        app.add_routes(self.apps.routes(p))
         if self.git_root is not None:
             try:
                 from tests.fakes.git_http import git_routes
@@ -341,14 +350,22 @@ class FakeGitHub:
         return None
 
     # -- auth ----------------------------------------------------------------------------
-    def _check_jwt(self, request: web.Request) -> None:
+    def _check_jwt(self, request: web.Request) -> str:
+        """Verify the app JWT; returns its issuer (this app's id or a manifest-created one)."""
         kind, _, value = request.headers.get("authorization", "").partition(" ")
         if kind.lower() != "bearer" or value.count(".") != 2:
             raise Fail(401, "A JSON web token could not be decoded")
         try:
+            issuer = str(jwt.decode(value, options={"verify_signature": False}).get("iss"))
+        except jwt.PyJWTError:
+            raise Fail(401, "A JSON web token could not be decoded") from None
+        key = self._public_pem if issuer == str(self.app_id) else self.apps.public_key(issuer)
+        if key is None:
+            raise Fail(401, "A JSON web token could not be decoded")
+        try:
             claims = jwt.decode(
                 value,
-                self._public_pem,
+                key,
                 algorithms=["RS256"],
                 options={"require": ["exp", "iat", "iss"], "verify_iss": False},
             )
@@ -360,10 +377,9 @@ class FakeGitHub:
             ) from None
         except jwt.PyJWTError:
             raise Fail(401, "A JSON web token could not be decoded") from None
-        if str(claims["iss"]) != str(self.app_id):
-            raise Fail(401, "A JSON web token could not be decoded")
         if int(claims["exp"]) - int(claims["iat"]) > 660 or claims["exp"] > time.time() + 660:
             raise Fail(401, "'Expiration time' claim ('exp') is too far in the future")
+        return issuer
 
     def _installation_for(self, request: web.Request) -> Installation:
         kind, _, value = request.headers.get("authorization", "").partition(" ")
@@ -387,7 +403,9 @@ class FakeGitHub:
 
     # -- app endpoints -------------------------------------------------------------------
     async def _get_app(self, request: web.Request) -> web.Response:
-        self._check_jwt(request)
+        created = self.apps.app_json(self._check_jwt(request))
+        if created is not None:
+            return web.json_response(created)
         return web.json_response({"id": self.app_id, "slug": self.app_slug, "name": self.app_slug})
 
     async def _list_installations(self, request: web.Request) -> web.Response:
