@@ -27,6 +27,7 @@ from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.store.sqlite import SqliteTaskStore
+from ghapp.telegram.bot import TelegramBot
 from ghapp.web import WebDeps, create_app
 from ghapp.workspace.git import GitWorkspace
 
@@ -178,6 +179,16 @@ def build(
     inbox = Inbox(store, ctx, clock)
     app = Ghapp(settings, store, service, runner, inbox, session, before_runner=before_runner)
     app.extra_start.append(RedeliverySweep(auth, store))
+    if settings.telegram_token:
+        bot = TelegramBot(
+            settings.telegram_token,
+            settings.telegram_chat_ids,
+            service,
+            api_url=settings.telegram_api_url,
+        )
+        if messenger is None:
+            reporter.messenger = bot
+        app.extra_start.append(bot)
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from ghapp.core.model import Task, TaskState, utcnow
+from ghapp.core.model import Task, TaskSource, TaskState, utcnow
 from ghapp.core.ports import Forge, Messenger, Notice
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Reporter:
             log.exception("could not write the tracking comment of task %s", task.id)
         return task.tracking_comment_id
 
-    async def react(self, task: Task, content: str, *, review_comment: bool = False) -> None:
+    async def react(self, task: Task, content: str) -> None:
         """React on what triggered the task: its comment, or the issue for a label."""
         if self.forge is None or task.issue_number <= 0:
             return
@@ -108,7 +108,7 @@ class Reporter:
                     task.repo,
                     content,
                     comment_id=task.trigger_comment_id,
-                    review_comment=review_comment,
+                    review_comment=task.source is TaskSource.REVIEW,
                 )
             else:
                 await self.forge.react(

@@ -40,7 +40,6 @@ class Trigger:
     title: str = ""
     body: str = ""
     comment_id: int | None = None
-    review_comment: bool = False
     is_pull_request: bool = False
     review_path: str | None = None
     review_line: int | None = None
@@ -167,15 +166,15 @@ class TaskService:
             review_line=trig.review_line,
             parent_task_id=parent_id,
         )
-        task = await self.submit(new, review_comment=trig.review_comment)
+        task = await self.submit(new)
         return "queued" if task is not None else "ignored: already active"
 
-    async def submit(self, new: NewTask, *, review_comment: bool = False) -> Task | None:
+    async def submit(self, new: NewTask) -> Task | None:
         """Queue a task and announce it; None when its issue already has an active task."""
         task = await self.store.create_task(new, self.clock.now())
         if task is None:
             return None
-        await self.reporter.react(task, "eyes", review_comment=review_comment)
+        await self.reporter.react(task, "eyes")
         comment_id = await self.reporter.track(
             task, position=await self.store.queue_position(task.id)
         )

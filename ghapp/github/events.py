@@ -145,7 +145,6 @@ def review_comment_trigger(
         source=TaskSource.REVIEW,
         title=_str(pr.get("title")),
         comment_id=_int(comment.get("id")),
-        review_comment=True,
         is_pull_request=True,
         review_path=_str(comment.get("path")) or None,
         review_line=line,

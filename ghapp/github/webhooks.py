@@ -96,10 +96,13 @@ async def on_pr_closed(event: sansio.Event, ctx: Context) -> None:
         return
     repo, number, outcome = fate
     task = await ctx.store.task_for_pr(repo, number)
-    if task is not None and task.state is TaskState.SUCCEEDED:
-        task = await ctx.store.update(task.id, pr_fate=outcome)
-        await ctx.service.reporter.track(task)
+    if task is not None:
         await ctx.service.reporter.notify(outcome, f"Task #{task.id}: pull request {outcome}", task)
+    while task is not None:  # the follow-ups and the task that opened the PR
+        if task.state is TaskState.SUCCEEDED:
+            await ctx.service.reporter.track(await ctx.store.update(task.id, pr_fate=outcome))
+        parent = task.parent_task_id
+        task = await ctx.store.get_task(parent) if parent is not None else None
 
 
 def _repo_names(items: Any) -> list[str]:

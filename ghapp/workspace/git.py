@@ -15,11 +15,12 @@ import signal
 import stat
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ghapp.core.model import GhappError, Repository, Task
 from ghapp.core.ports import Workspace
+from ghapp.workspace.salvage import Leftover, mark_handed_over, scan, task_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _BRANCH_RE = re.compile(r"[A-Za-z0-9_./-]+")
 _URL_CREDENTIALS_RE = re.compile(r"(://)[^/@\s]+@")
 _OUTBOX = "refs/mc/out/"
+_SALVAGE = "refs/mc/salvage/"
+_SALVAGED = "refs/mc/salvaged"
 _RESCUE_MESSAGE = "WIP: auto-rescue"
 _STDERR_TAIL = 2000
 
@@ -70,6 +73,15 @@ class _Checkout:
     clone_url: str
 
 
+@dataclass
+class _Salvage:
+    """What the leftovers of earlier attempts gave a new checkout."""
+
+    start: str | None = None  # mirror ref of the salvaged tip to build on
+    refs: list[str] = field(default_factory=list)  # salvage refs to drop from the mirror
+    done: list[Path] = field(default_factory=list)  # leftovers whose work is all saved
+
+
 class GitWorkspace:
     """The Vcs port on local git: one mirror per repository, one checkout per attempt.
 
@@ -77,6 +89,9 @@ class GitWorkspace:
     hand-over). Inside a worker-owned checkout git runs as the worker, so hooks or
     config the agent planted never execute with ghapp's privileges; pushing goes
     checkout -> mirror (upload-pack as the worker) -> forge (as ghapp, token in env).
+
+    A task directory is ``work/t<task id>-<random>``, so when a killed ghapp leaves one
+    behind, the next attempt of the task salvages its commits and uncommitted work.
     """
 
     def __init__(
@@ -111,19 +126,38 @@ class GitWorkspace:
 
     # -- the Vcs port -------------------------------------------------------------------
     async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
-        """Fetch the mirror, then clone a private checkout on the task branch."""
+        """Fetch the mirror, then clone a private checkout on the task branch.
+
+        Work an earlier attempt of the task left in its checkout (ghapp was killed) is
+        salvaged first and the new checkout starts from it.
+        """
         self._ensure_layout()
         mirror = await self._sync_mirror(repo, token)
         branch = task.branch or branch_name(task.issue_number, task.title)
         await self._check_branch(branch)
-        task_dir = self.work / secrets.token_hex(16)
-        task_dir.mkdir(mode=0o711)
+        salvage = await self._salvage(task, repo, mirror, branch)
         try:
-            ws = await self._make_checkout(task_dir, mirror, repo, branch)
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, task_dir, True)
-            raise
+            try:
+                ws, task_dir = await self._new_checkout(task, mirror, repo, branch, salvage.start)
+            except GitError:
+                if salvage.start is None:
+                    raise
+                log.exception(
+                    "task %s: could not start from salvaged work; starting without it, keeping %s",
+                    task.id,
+                    ", ".join(map(str, salvage.done)),
+                )
+                salvage.done.clear()
+                ws, task_dir = await self._new_checkout(task, mirror, repo, branch, None)
+        finally:
+            if salvage.refs:
+                async with self._lock(mirror):
+                    for ref in salvage.refs:
+                        await self._run(["update-ref", "-d", ref], cwd=mirror, check=False)
         self._open[ws.path] = _Checkout(task_dir, mirror, repo.clone_url)
+        for old in salvage.done:
+            await asyncio.to_thread(shutil.rmtree, old, True)
+            log.info("task %s: removed %s, its work is saved", task.id, old)
         log.info("workspace ready for %s on %s at %s", repo.full_name, branch, ws.start_sha[:12])
         return ws
 
@@ -148,16 +182,9 @@ class GitWorkspace:
         """Push the checkout's HEAD to the task branch; plain push, a moved branch fails."""
         info = self._checkout(ws)
         outbox = _OUTBOX + info.task_dir.name
-        fetch = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
-        if self._ids is not None:
-            fetch.append(f"--upload-pack={self._upload_pack_as_worker(ws)}")
         async with self._lock(info.mirror):
             try:
-                await self._run(
-                    [*fetch, "--end-of-options", str(ws.path), f"+HEAD:{outbox}"],
-                    cwd=info.mirror,
-                    config=[("protocol.file.allow", "always")],
-                )
+                await self._fetch_checkout(ws, info.mirror, outbox)
                 await self._run(
                     [
                         "push",
@@ -183,6 +210,115 @@ class GitWorkspace:
             raise GitError(f"refusing to remove {task_dir}: not a task directory")
         self._open.pop(ws.path, None)
         await asyncio.to_thread(shutil.rmtree, task_dir, True)
+
+    # -- salvage ----------------------------------------------------------------------------
+    async def _salvage(self, task: Task, repo: Repository, mirror: Path, branch: str) -> _Salvage:
+        """Bring the work of earlier, killed attempts of the task into the mirror.
+
+        Each leftover (oldest first) is rescued as the worker and its HEAD fetched like a
+        push does. A tip with commits beyond the starting point becomes the new start if
+        it extends it (or, with no task branch yet, whatever it grew from); a tip that
+        diverged from the remote task branch is left in place. Errors never fail the task.
+        """
+        result = _Salvage()
+        try:
+            live = {info.task_dir for info in self._open.values()}
+            found = await asyncio.to_thread(scan, self.work, task.id, live)
+            for path in found.never_handed_over:
+                log.info("task %s: removing %s, never handed to the agent", task.id, path)
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            if not found.leftovers:
+                return result
+            tip, pinned = await self._starting_point(mirror, repo, branch)
+        except Exception:
+            log.exception("task %s: could not look for leftovers of earlier attempts", task.id)
+            return result
+        for old in found.leftovers:
+            if (old.repo, old.branch) != (repo.full_name, branch):
+                log.warning(
+                    "task %s: leaving %s alone: it was for %s on %s",
+                    task.id,
+                    old.task_dir,
+                    old.repo,
+                    old.branch,
+                )
+                continue
+            ref = _SALVAGE + old.task_dir.name
+            result.refs.append(ref)
+            try:
+                sha, complete = await self._salvage_one(old, mirror, repo.clone_url, ref)
+                if await self._is_ancestor(mirror, sha, tip):
+                    log.info("task %s: %s holds nothing new", task.id, old.task_dir)
+                elif not pinned or await self._is_ancestor(mirror, tip, sha):
+                    tip, pinned, result.start = sha, True, ref
+                    log.info(
+                        "task %s: salvaged attempt %s up to %s", task.id, old.attempt, sha[:12]
+                    )
+                else:
+                    log.warning(
+                        "task %s: %s diverged from %s; leaving it at %s",
+                        task.id,
+                        sha[:12],
+                        branch,
+                        old.task_dir,
+                    )
+                    continue
+            except Exception:
+                log.exception("task %s: could not salvage %s; leaving it", task.id, old.task_dir)
+                continue
+            if complete:
+                result.done.append(old.task_dir)
+            else:
+                log.warning(
+                    "task %s: leaving %s: its uncommitted work could not be rescued",
+                    task.id,
+                    old.task_dir,
+                )
+        return result
+
+    async def _salvage_one(
+        self, old: Leftover, mirror: Path, clone_url: str, ref: str
+    ) -> tuple[str, bool]:
+        """Rescue a leftover as the worker, then fetch its HEAD into ``ref`` of the mirror.
+
+        Returns the tip and whether nothing was left uncommitted behind it.
+        """
+        view = Workspace(old.path, old.home, old.branch, "", "")
+        if view.path in self._open:
+            raise GitError(f"{old.task_dir} is in use")
+        self._open[view.path] = _Checkout(old.task_dir, mirror, clone_url)
+        try:
+            complete = True
+            try:
+                await self.rescue(view)
+            except GitError:
+                complete = False
+                log.exception("could not commit what was left in %s; taking its commits", old.path)
+            async with self._lock(mirror):
+                await self._fetch_checkout(view, mirror, ref)
+        finally:
+            self._open.pop(view.path, None)
+        sha = (await self._run(["rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=mirror))[1]
+        return sha.strip(), complete
+
+    async def _starting_point(
+        self, mirror: Path, repo: Repository, branch: str
+    ) -> tuple[str, bool]:
+        """The commit a new checkout starts from, and whether it is the remote task branch."""
+        for ref, pinned in ((branch, True), (repo.default_branch, False)):
+            verify = ["rev-parse", "-q", "--verify", f"refs/heads/{ref}^{{commit}}"]
+            rc, sha = await self._run(verify, cwd=mirror, check=False)
+            if rc == 0:
+                return sha.strip(), pinned
+        raise GitError(f"{repo.full_name} has no branch {repo.default_branch!r}")
+
+    async def _is_ancestor(self, mirror: Path, ancestor: str, descendant: str) -> bool:
+        """True when every commit of ``ancestor`` is in ``descendant``."""
+        args = ["merge-base", "--is-ancestor", ancestor, descendant]
+        rc, _ = await self._run(args, cwd=mirror, check=False)
+        if rc not in (0, 1):
+            raise GitError(f"git merge-base failed (exit {rc})")
+        return rc == 0
 
     # -- steps ----------------------------------------------------------------------------
     def _ensure_layout(self) -> None:
@@ -254,10 +390,35 @@ class GitWorkspace:
         ):
             raise GitError(f"invalid branch name {branch!r}")
 
+    async def _new_checkout(
+        self, task: Task, mirror: Path, repo: Repository, branch: str, salvaged: str | None
+    ) -> tuple[Workspace, Path]:
+        """A new task directory with its checkout, marked as handed over; gone on failure."""
+        task_dir = self.work / task_dir_name(task.id)
+        task_dir.mkdir(mode=0o711)
+        try:
+            os.chmod(task_dir, 0o711)  # the worker traverses it, whatever ghapp's umask
+            ws = await self._make_checkout(task_dir, mirror, repo, branch, salvaged)
+            await asyncio.to_thread(
+                mark_handed_over, task_dir, task.id, task.attempt, repo.full_name, branch
+            )
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, task_dir, True)
+            raise
+        return ws, task_dir
+
     async def _make_checkout(
-        self, task_dir: Path, mirror: Path, repo: Repository, branch: str
+        self,
+        task_dir: Path,
+        mirror: Path,
+        repo: Repository,
+        branch: str,
+        salvaged: str | None = None,
     ) -> Workspace:
-        """Clone (copying objects, never hard links), branch, set identity, hand over."""
+        """Clone (copying objects, never hard links), branch, set identity, hand over.
+
+        ``salvaged`` is a mirror ref with an earlier attempt's work to start from.
+        """
         path, home = task_dir / "repo", task_dir / "home"
         home.mkdir(mode=0o700)
         await self._run(
@@ -278,14 +439,32 @@ class GitWorkspace:
         remote_ref = f"refs/remotes/origin/{branch}"
         exists = (await self._run(["rev-parse", "-q", "--verify", remote_ref], path, False))[0] == 0
         start_point = remote_ref if exists else default
+        if salvaged is not None:
+            await self._run(
+                [
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--end-of-options",
+                    str(mirror),
+                    f"+{salvaged}:{_SALVAGED}",
+                ],
+                cwd=path,
+                config=[("protocol.file.allow", "always")],
+                network=True,
+            )
+            start_point = _SALVAGED
         await self._run(
             ["checkout", "--quiet", "--force", "--no-track", "-B", branch, start_point], cwd=path
         )
+        if salvaged is not None:
+            await self._run(["update-ref", "-d", _SALVAGED], cwd=path)
         rc, base = await self._run(["merge-base", "HEAD", default_sha.strip()], path, False)
         base_sha = base.strip() if rc == 0 else default_sha.strip()
         start_sha = (await self._run(["rev-parse", "HEAD"], cwd=path))[1].strip()
         prior: tuple[str, ...] = ()
-        if exists:
+        if exists or salvaged is not None:
             out = (await self._run(["log", "--format=%h %s", f"{base_sha}..HEAD"], cwd=path))[1]
             prior = tuple(line for line in out.splitlines() if line)
         if self._ids is not None:
@@ -301,6 +480,20 @@ class GitWorkspace:
         if info is None:
             raise GitError(f"unknown workspace {ws.path}")
         return info
+
+    async def _fetch_checkout(self, ws: Workspace, mirror: Path, ref: str) -> None:
+        """Copy a checkout's HEAD into a mirror ref, reading the checkout only as the worker.
+
+        The caller holds the mirror's lock.
+        """
+        fetch = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
+        if self._ids is not None:
+            fetch.append(f"--upload-pack={self._upload_pack_as_worker(ws)}")
+        await self._run(
+            [*fetch, "--end-of-options", str(ws.path), f"+HEAD:{ref}"],
+            cwd=mirror,
+            config=[("protocol.file.allow", "always")],
+        )
 
     def _lock(self, mirror: Path) -> asyncio.Lock:
         """One git writer per mirror at a time."""

@@ -8,12 +8,13 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from ghapp.core.model import Repository, Task, TaskSource, TaskState, utcnow
 from ghapp.core.ports import Workspace
+from ghapp.core.prompt import build_prompt
 from ghapp.workspace.git import GitError, GitWorkspace, branch_name, slugify
 from tests.fakes.git_http import GitHttpServer, make_bare_repo
 from tests.fakes.sandbox import require_git_http_backend, require_sandbox_user
@@ -216,13 +218,26 @@ async def test_prepare_branches_from_main_owned_by_worker(
     for root, dirs, files in os.walk(ws.path):
         for name in (*dirs, *files):
             assert os.lstat(os.path.join(root, name)).st_uid == uid
-    assert re.fullmatch(r"[0-9a-f]{32}", ws.path.parent.name)
+    assert re.fullmatch(r"t1-[0-9a-f]{32}", ws.path.parent.name)
     assert (data_dir / "work").stat().st_mode & 0o777 == 0o711
     assert (data_dir / "mirrors").stat().st_mode & 0o777 == 0o700
     config = as_worker(ws, "git config --list --local").stdout
     assert f"remote.origin.url={repo.clone_url}\n" in config
     assert "user.name=MissionControl\n" in config
     assert as_worker(ws, "git symbolic-ref --short HEAD").stdout.strip() == ws.branch
+
+
+async def test_strict_umask_still_lets_the_worker_reach_its_checkout(
+    vcs: GitWorkspace, repo: Repository
+) -> None:
+    old = os.umask(0o077)  # what `python -m ghapp` runs with
+    try:
+        ws = await vcs.prepare(make_task(), repo, TOKEN)
+    finally:
+        os.umask(old)
+    assert ws.path.parent.stat().st_mode & 0o777 == 0o711
+    await asyncio.to_thread(as_worker, ws, "echo x > x.txt")
+    assert await vcs.rescue(ws) is True
 
 
 @pytest.mark.parametrize(
@@ -477,3 +492,266 @@ async def test_push_cannot_exfiltrate_objects_the_worker_cannot_read(
         await vcs.push(ws, TOKEN)
     branches = remote_git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/")
     assert branches == "refs/heads/main"
+
+
+# -- a killed ghapp loses no work: the next attempt resumes the leftover checkout -------
+def subjects(lines: Sequence[str]) -> list[str]:
+    """The subjects of `%h %s` log lines."""
+    return [line.split(" ", 1)[1] for line in lines]
+
+
+def head(ws: Workspace) -> str:
+    """The checkout's HEAD, read as the worker."""
+    return as_worker(ws, "git rev-parse HEAD").stdout.strip()
+
+
+def push_upstream(remote: Path, branch: str, name: str) -> str:
+    """Someone else pushes a commit to `branch` of the remote; returns its sha."""
+    scratch = remote.parent / f"scratch-{secrets.token_hex(4)}"
+    subprocess.run(
+        f"git clone -q -b {branch} {remote} {scratch} && cd {scratch} && echo x > {name} && "
+        f"git add {name} && git -c user.name=t -c user.email=t@t commit -qm {name} && "
+        f"git push -q origin HEAD:{branch}",
+        shell=True,
+        check=True,
+    )
+    return remote_git(remote, "rev-parse", f"refs/heads/{branch}")
+
+
+def mirror_refs(ws_vcs: GitWorkspace) -> str:
+    return remote_git(ws_vcs.mirrors / f"{REPO}.git", "for-each-ref", "refs/mc/")
+
+
+async def test_killed_attempt_is_resumed_and_pushed(
+    vcs: GitWorkspace,
+    data_dir: Path,
+    repo: Repository,
+    bare: Path,
+    worker: str,
+    spawned: list[Spawn],
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "First commit")
+    await worker_commit(first, "two.txt", "Second commit")
+    await asyncio.to_thread(as_worker, first, "echo wip > wip.txt && echo more >> README.md")
+    other = await vcs.prepare(make_task(id=2, issue_number=43, title="Other"), repo, TOKEN)
+    await worker_commit(other, "other.txt", "Other task")
+    await asyncio.to_thread(as_worker, other, "echo dirty > dirty.txt")
+    other_head = head(other)
+    main = remote_git(bare, "rev-parse", "refs/heads/main")
+
+    # kill -9: nothing pushed or cleaned up; a new process runs the task's next attempt.
+    restarted = GitWorkspace(data_dir, worker)
+    task = make_task(attempt=2, branch=first.branch)
+    spawned.clear()
+    ws = await restarted.prepare(task, repo, TOKEN)
+
+    assert ws.branch == first.branch and ws.base_sha == main
+    assert subjects(ws.prior_commits) == ["WIP: auto-rescue", "Second commit", "First commit"]
+    assert ws.start_sha == head(ws) != main
+    assert f"Continue from {ws.start_sha[:12]}" in build_prompt(task, ws)
+    for name, text in (("one.txt", "one.txt\n"), ("two.txt", "two.txt\n"), ("wip.txt", "wip\n")):
+        assert (ws.path / name).read_text() == text
+    assert (ws.path / "README.md").read_text() == "hello\nmore\n"
+    assert as_worker(ws, "git status --porcelain").stdout == ""
+    assert as_worker(ws, "git log -1 --format=%an").stdout.strip() == "MissionControl"
+    uid = pwd.getpwnam(worker).pw_uid
+    assert ws.path.stat().st_uid == uid and ws.home.stat().st_uid == uid
+    assert re.fullmatch(r"t1-[0-9a-f]{32}", ws.path.parent.name)
+    assert not first.path.parent.exists()
+    assert mirror_refs(restarted) == ""
+    # git ran inside the leftover only as the worker.
+    in_leftover = [s for s in spawned if s.cwd == str(first.path)]
+    assert len(in_leftover) >= 3 and all(s.user == uid for s in in_leftover)
+    # Another task's leftover is none of this attempt's business.
+    assert other.path.parent.is_dir()
+    assert head(other) == other_head
+    assert as_worker(other, "git status --porcelain").stdout == "?? dirty.txt\n"
+
+    assert len(await restarted.commits_since(ws, ws.base_sha)) == 3
+    await restarted.push(ws, TOKEN)
+    assert remote_git(bare, "rev-parse", f"refs/heads/{ws.branch}") == ws.start_sha
+    log = remote_git(bare, "log", "--format=%s", f"refs/heads/{ws.branch}")
+    assert log.splitlines() == [
+        "WIP: auto-rescue",
+        "Second commit",
+        "First commit",
+        "Initial commit",
+    ]
+    assert remote_git(bare, "show", f"{ws.branch}:wip.txt") == "wip"
+
+
+async def test_commits_beyond_a_pushed_branch_are_resumed(
+    vcs: GitWorkspace, data_dir: Path, repo: Repository, bare: Path, worker: str
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Pushed")
+    await vcs.push(first, TOKEN)
+    await worker_commit(first, "two.txt", "Not pushed")
+    local = head(first)
+
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2, branch=first.branch), repo, TOKEN)
+    assert ws.start_sha == local
+    assert subjects(ws.prior_commits) == ["Not pushed", "Pushed"]
+    assert not first.path.parent.exists()
+    await restarted.push(ws, TOKEN)
+    assert remote_git(bare, "rev-parse", f"refs/heads/{ws.branch}") == ws.start_sha
+
+
+async def test_leftover_is_resumed_after_upstream_moved_on(
+    vcs: GitWorkspace, data_dir: Path, repo: Repository, bare: Path, worker: str
+) -> None:
+    old_main = remote_git(bare, "rev-parse", "refs/heads/main")
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Local only")
+    leftover_tip = head(first)
+    push_upstream(bare, "main", "upstream.txt")
+
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
+    assert ws.start_sha == leftover_tip and ws.base_sha == old_main
+    assert subjects(ws.prior_commits) == ["Local only"]
+    await restarted.push(ws, TOKEN)
+    assert remote_git(bare, "rev-parse", f"refs/heads/{ws.branch}") == leftover_tip
+
+
+async def test_leftover_without_new_work_is_removed(
+    vcs: GitWorkspace, data_dir: Path, repo: Repository, bare: Path, worker: str
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    never = vcs.work / f"t1-{secrets.token_hex(16)}"  # a prepare killed before hand-over
+    (never / "home").mkdir(parents=True)
+
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
+    assert ws.start_sha == ws.base_sha == remote_git(bare, "rev-parse", "refs/heads/main")
+    assert ws.prior_commits == ()
+    assert not first.path.parent.exists() and not never.exists()
+    assert sorted(restarted.work.iterdir()) == [ws.path.parent]
+
+
+async def test_diverged_leftover_is_kept_and_logged(
+    vcs: GitWorkspace,
+    data_dir: Path,
+    repo: Repository,
+    bare: Path,
+    worker: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Pushed")
+    await vcs.push(first, TOKEN)
+    await worker_commit(first, "two.txt", "Local only")
+    local = head(first)
+    upstream = push_upstream(bare, first.branch, "theirs.txt")
+
+    caplog.set_level(logging.INFO)
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2, branch=first.branch), repo, TOKEN)
+    assert ws.start_sha == upstream
+    assert subjects(ws.prior_commits) == ["theirs.txt", "Pushed"]
+    assert head(first) == local
+    assert "diverged" in caplog.text and str(first.path.parent) in caplog.text
+    assert mirror_refs(restarted) == ""
+
+
+async def test_unsalvageable_leftover_does_not_fail_the_task(
+    vcs: GitWorkspace,
+    data_dir: Path,
+    repo: Repository,
+    bare: Path,
+    worker: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Unreadable")
+    await asyncio.to_thread(as_worker, first, "chmod 000 .git/objects")
+
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
+    assert ws.start_sha == remote_git(bare, "rev-parse", "refs/heads/main")
+    assert ws.prior_commits == ()
+    assert first.path.is_dir()
+    assert f"could not salvage {first.path.parent}" in caplog.text
+    assert mirror_refs(restarted) == ""
+
+
+async def test_commits_are_salvaged_even_when_the_rescue_fails(
+    vcs: GitWorkspace,
+    data_dir: Path,
+    repo: Repository,
+    worker: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Committed")
+    # The agent was killed inside `git commit`: a stale index.lock blocks the rescue.
+    await asyncio.to_thread(as_worker, first, "echo wip > wip.txt && touch .git/index.lock")
+
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
+    assert subjects(ws.prior_commits) == ["Committed"]
+    assert (ws.path / "one.txt").exists() and not (ws.path / "wip.txt").exists()
+    assert (first.path / "wip.txt").read_text() == "wip\n"
+    assert "uncommitted work could not be rescued" in caplog.text
+    assert str(first.path.parent) in caplog.text
+
+
+async def test_leftover_of_another_branch_with_the_same_id_is_left_alone(
+    vcs: GitWorkspace,
+    data_dir: Path,
+    repo: Repository,
+    worker: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Old database task 1")
+
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(issue_number=99, title="New"), repo, TOKEN)
+    assert ws.prior_commits == () and not (ws.path / "one.txt").exists()
+    assert first.path.is_dir() and as_worker(first, "git status --porcelain").stdout == ""
+    assert f"leaving {first.path.parent} alone" in caplog.text
+
+
+async def test_failing_to_start_from_salvage_falls_back_and_keeps_the_leftover(
+    vcs: GitWorkspace,
+    data_dir: Path,
+    repo: Repository,
+    bare: Path,
+    worker: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await vcs.prepare(make_task(), repo, TOKEN)
+    await worker_commit(first, "one.txt", "Committed")
+    real = GitWorkspace._make_checkout
+
+    async def broken(self: GitWorkspace, *args: Any) -> Any:
+        if args[-1] is not None:
+            raise GitError("simulated")
+        return await real(self, *args)
+
+    monkeypatch.setattr(GitWorkspace, "_make_checkout", broken)
+    restarted = GitWorkspace(data_dir, worker)
+    ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
+    assert ws.start_sha == remote_git(bare, "rev-parse", "refs/heads/main")
+    assert first.path.is_dir() and head(first) != ws.start_sha
+    assert sorted(restarted.work.iterdir()) == sorted([first.path.parent, ws.path.parent])
+    assert "could not start from salvaged work" in caplog.text
+    assert mirror_refs(restarted) == ""
+
+
+async def test_dev_mode_salvages_as_the_service_user(
+    data_dir: Path, repo: Repository, bare: Path
+) -> None:
+    dev = GitWorkspace(data_dir, None)
+    first = await dev.prepare(make_task(), repo, TOKEN)
+    (first.path / "dev.txt").write_text("dev\n")
+
+    restarted = GitWorkspace(data_dir, None)
+    ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
+    assert subjects(ws.prior_commits) == ["WIP: auto-rescue"]
+    assert (ws.path / "dev.txt").read_text() == "dev\n"
+    assert not first.path.parent.exists()

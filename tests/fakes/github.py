@@ -151,6 +151,7 @@ class FakeGitHub:
         self.comments: dict[int, Comment] = {}
         self.review_comments: dict[int, Comment] = {}
         self.reactions: list[tuple[str, str]] = []
+        self.comment_edits: list[tuple[int, str]] = []  # (comment id, new body), in order
         self.pulls: dict[tuple[str, int], Pull] = {}
         self.tokens: dict[str, tuple[int, float]] = {}  # token -> (installation, expiry)
         self.log: list[LoggedRequest] = []
@@ -515,6 +516,7 @@ class FakeGitHub:
         if comment is None or comment.repo != repo:
             raise Fail(404, "Not Found")
         comment.body = (await self._body(request, "IssueComment"))["body"]
+        self.comment_edits.append((comment.id, comment.body))
         return web.json_response(self._comment_json(comment))
 
     async def _react(self, request: web.Request, subject: str) -> web.Response:

@@ -82,7 +82,7 @@ def test_review_comment_passes_file_and_line() -> None:
     data["action"] = "created"
     data["comment"] = {"id": 77, "body": "/mc rename this", "path": "src/a.py", "line": 12}
     trig = events.review_comment_trigger(data, "/mc", 10)
-    assert trig is not None and trig.review_comment and trig.is_pull_request
+    assert trig is not None and trig.source is TaskSource.REVIEW and trig.is_pull_request
     assert (trig.review_path, trig.review_line, trig.number) == ("src/a.py", 12, data["number"])
 
 
