@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
-from ghapp.agent.stream import summaries
+from ghapp.agent.logview import AgentLogReader
 from ghapp.config import Settings
 from ghapp.core.model import TaskState, utcnow
 from ghapp.core.ports import Messenger, TaskStore, Worker
@@ -39,15 +39,6 @@ class SystemClock:
 
     def now(self) -> datetime:
         return utcnow()
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    """The last readable lines of a task log for a failure report."""
-    try:
-        raw = path.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
-    except OSError:
-        return ""
-    return "\n".join(summaries(raw)[-lines:])[-3000:]
 
 
 @dataclass
@@ -124,6 +115,7 @@ def build(
         raise ValueError("APP_ID and PRIVATE_KEY are required to run the GitHub App")
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
+    log_reader = AgentLogReader()
     store = SqliteTaskStore(settings.sqlite_path)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
@@ -170,7 +162,7 @@ def build(
             max_turns=settings.max_turns,
             poll_s=poll_s,
         ),
-        log_tail=log_tail,
+        logs=log_reader,
     )
     service.runner = runner
     ctx = Context(
@@ -184,6 +176,7 @@ def build(
             settings.telegram_token,
             settings.telegram_chat_ids,
             service,
+            log_reader,
             api_url=settings.telegram_api_url,
         )
         if messenger is None:

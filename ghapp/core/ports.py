@@ -271,6 +271,18 @@ class Worker(Protocol):
         ...
 
 
+class LogReader(Protocol):
+    """Reads a task log, whose format only the agent adapter knows."""
+
+    async def tail(self, path: Path) -> list[str]:
+        """Readable lines from the end of the log; OSError when it cannot be read."""
+        ...
+
+    async def cost(self, path: Path) -> float | None:
+        """Cost of the attempt so far as the log tells it; None without a log."""
+        ...
+
+
 @dataclass(frozen=True)
 class Notice:
     """Something the operator wants to hear about."""

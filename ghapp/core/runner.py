@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
@@ -17,6 +17,7 @@ from ghapp.core.ports import (
     AgentRequest,
     Clock,
     Forge,
+    LogReader,
     TaskStore,
     Vcs,
     Worker,
@@ -43,6 +44,7 @@ class RunnerConfig:
     max_turns: int | None = 200
     poll_s: float = 5.0
     cancel_poll_s: float = 2.0
+    progress_s: float = 60.0
 
 
 @dataclass
@@ -88,11 +90,11 @@ class TaskRunner:
         reporter: Reporter,
         clock: Clock,
         config: RunnerConfig,
-        log_tail: Callable[[Path], str] | None = None,
+        logs: LogReader | None = None,
     ) -> None:
         self.store, self.forge, self.vcs, self.worker = store, forge, vcs, worker
         self.reporter, self.clock, self.config = reporter, clock, config
-        self.log_tail = log_tail
+        self.logs = logs
         self._wake = asyncio.Event()
         self._stops: dict[int, asyncio.Event] = {}
         self._jobs: dict[int, asyncio.Task[None]] = {}
@@ -247,11 +249,23 @@ class TaskRunner:
             kill_after_s=self.config.kill_after_s,
             max_turns=self.config.max_turns,
         )
+        ticker = asyncio.create_task(self._progress(task, log_path))
         try:
             return await self.worker.run(request, stop)
         except Exception as exc:
             log.exception("agent of task %s crashed", task.id)
             return AgentOutcome(completed=False, cost_usd=0.0, reason=f"agent crashed: {exc}")
+        finally:
+            ticker.cancel()
+
+    async def _progress(self, task: Task, log_path: Path) -> None:
+        """Refresh the tracking comment while the agent runs: elapsed time, cost so far."""
+        while True:
+            await asyncio.sleep(self.config.progress_s)
+            with contextlib.suppress(Exception):
+                running = (await self.logs.cost(log_path) or 0.0) if self.logs else 0.0
+                current = await self.store.get_task(task.id) or task
+                await self.reporter.track(replace(current, cost_usd=current.cost_usd + running))
 
     async def _publish(
         self, task: Task, repo: Repository, ws: Workspace, outcome: AgentOutcome, duration: float
@@ -303,9 +317,9 @@ class TaskRunner:
             log.exception("could not record the end of task %s", task.id)
             return
         tail = ""
-        if result.state is TaskState.FAILED and done.log_path and self.log_tail is not None:
+        if result.state is TaskState.FAILED and done.log_path and self.logs is not None:
             with contextlib.suppress(Exception):
-                tail = self.log_tail(Path(done.log_path))
+                tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
         await self.reporter.track(done, log_tail=tail)
         if result.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")

@@ -22,7 +22,7 @@ from telegram.ext import (
     filters,
 )
 
-from ghapp.core.ports import Notice
+from ghapp.core.ports import LogReader, Notice
 from ghapp.core.tasks import TaskService
 from ghapp.telegram.console import DESCRIPTIONS, Console
 from ghapp.telegram.outbox import Outbox, OutboxConfig
@@ -62,13 +62,14 @@ class TelegramBot:
         token: str,
         chat_ids: Iterable[int],
         service: TaskService,
+        log_reader: LogReader,
         *,
         api_url: str = DEFAULT_API_URL,
         config: BotConfig | None = None,
     ) -> None:
         self.config = config or BotConfig()
         self.chat_ids = frozenset(chat_ids)
-        self.console = Console(service)
+        self.console = Console(service, log_reader)
         timeout = self.config.request_timeout_s
         self.app = (
             Application.builder()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ghapp.core.commands import parse_budget, task_cap
 from ghapp.core.model import BadCommand, NewTask, Project, Task, TaskSource, TaskState, utc_day
+from ghapp.core.ports import LogReader
 from ghapp.core.tasks import TaskService
-from ghapp.telegram import logs
 from ghapp.telegram.projects import ADD_USAGE, ProjectCommands
 from ghapp.telegram.render import MAX_MESSAGE, describe, elapsed, fit_tail, money
 
@@ -68,7 +68,8 @@ def _branch_slug(text: str) -> str:
 class Console:
     """Executes operator commands through TaskService and the store; never raises."""
 
-    def __init__(self, service: TaskService, *, log_lines: int = 50) -> None:
+    def __init__(self, service: TaskService, log_reader: LogReader, *, log_lines: int = 50) -> None:
+        self.log_reader = log_reader
         self.service = service
         self.store = service.store
         self.log_lines = log_lines
@@ -218,7 +219,7 @@ class Console:
         if not task.log_path:
             return f"Task #{task.id} has not started yet, so it has no log."
         try:
-            lines = await logs.readable_tail(Path(task.log_path))
+            lines = await self.log_reader.tail(Path(task.log_path))
         except OSError as exc:
             return f"The log of task #{task.id} cannot be read: {exc.strerror or exc}."
         if not lines:
@@ -240,7 +241,7 @@ class Console:
         for task in running:
             spent = task.cost_usd
             if task.log_path:
-                spent += await logs.cost_so_far(Path(task.log_path)) or 0.0
+                spent += await self.log_reader.cost(Path(task.log_path)) or 0.0
             stopping = ", stopping" if task.cancel_requested else ""
             out += [
                 f"Running {describe(task)}",

@@ -167,3 +167,17 @@ class RecordingMessenger:
 
     def kinds(self) -> list[str]:
         return [n.kind for n in self.notices]
+
+
+@dataclass
+class MemoryLogs:
+    """A LogReader whose answers the test sets."""
+
+    lines: list[str] = field(default_factory=lambda: ["$ git commit", "done"])
+    running_cost: float | None = 0.75
+
+    async def tail(self, path: Path) -> list[str]:
+        return list(self.lines)
+
+    async def cost(self, path: Path) -> float | None:
+        return self.running_cost

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ghapp.agent.logview import AgentLogReader
 from ghapp.core.model import Installation, NewTask, Task, TaskSource
 from ghapp.core.report import Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
@@ -104,7 +105,14 @@ async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = T
     worker = ScriptedWorker(vcs)
     reporter = Reporter(forge, _Late(), "/mc")
     service = TaskService(store, forge, reporter, clock, Limits(10, 5, 8))
-    bot = TelegramBot(fake.token, [CHAT, OTHER_CHAT], service, api_url=fake.base_url, config=config)
+    bot = TelegramBot(
+        fake.token,
+        [CHAT, OTHER_CHAT],
+        service,
+        AgentLogReader(),
+        api_url=fake.base_url,
+        config=config,
+    )
     reporter.messenger = bot
     runner = TaskRunner(
         store,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from telegram.error import BadRequest
 
+from ghapp.agent.logview import AgentLogReader
 from ghapp.core.model import TaskState
 from ghapp.core.ports import AgentOutcome, Notice
 from ghapp.telegram.bot import TelegramBot
@@ -181,7 +182,12 @@ async def test_rejected_token_leaves_the_bot_off_and_never_logs_it(
 ) -> None:
     rig = await make_rig(tmp_path, start_bot=False)
     bot = TelegramBot(
-        "999:wrong-secret", [CHAT], rig.service, api_url=rig.fake.base_url, config=FAST
+        "999:wrong-secret",
+        [CHAT],
+        rig.service,
+        AgentLogReader(),
+        api_url=rig.fake.base_url,
+        config=FAST,
     )
     try:
         with caplog.at_level(logging.INFO):

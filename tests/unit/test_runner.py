@@ -15,7 +15,14 @@ from ghapp.core.report import Reporter
 from ghapp.core.runner import WAITING_FOR_BUDGET, RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
 from ghapp.store.sqlite import SqliteTaskStore
-from tests.fakes.memory import FakeClock, MemoryForge, MemoryVcs, RecordingMessenger, ScriptedWorker
+from tests.fakes.memory import (
+    FakeClock,
+    MemoryForge,
+    MemoryLogs,
+    MemoryVcs,
+    RecordingMessenger,
+    ScriptedWorker,
+)
 
 
 @dataclass
@@ -71,7 +78,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         worker,
         reporter,
         clock,
-        RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05),
+        RunnerConfig(
+            log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05, progress_s=0.05
+        ),
+        logs=MemoryLogs(),
     )
     service.runner = runner
     yield Rig(store, forge, vcs, worker, messenger, clock, service, runner)
@@ -215,3 +225,21 @@ async def test_concurrency_never_runs_two_tasks_of_one_issue(rig: Rig) -> None:
     assert rig.runner.running_ids == [a.id]
     await rig.service.cancel(a.id, "stop")
     await rig.runner.drain()
+
+
+async def test_tracking_comment_shows_progress_and_failure_log(rig: Rig) -> None:
+    rig.worker.block = True
+    task = await rig.queue()
+    await rig.runner.fill()
+    await asyncio.wait_for(rig.worker.started.wait(), 5)
+    await asyncio.sleep(0.3)
+    running = [body for _, body in rig.forge.edits if "State: running" in body]
+    assert any("Cost (so far): $0.75" in body for body in running)
+    rig.worker.block, rig.worker.make_commits = False, 0
+    await rig.service.cancel(task.id, "stop")
+    await rig.runner.drain()
+    rig.worker.outcome = AgentOutcome(False, 0.1, reason="API Error: 500")
+    again = await rig.queue(issue=6)
+    await rig.run_all()
+    assert (await rig.get(again.id)).state is TaskState.FAILED
+    assert "$ git commit" in rig.forge.edits[-1][1]  # the log tail is in the failure report

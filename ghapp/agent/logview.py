@@ -1,4 +1,4 @@
-"""Reading task logs for /logs and /status without blocking the event loop."""
+"""Reads the agent's stream-json task logs, off the event loop, for reports and /logs."""
 
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def _cost(path: Path) -> float | None:
 async def cost_so_far(path: Path) -> float | None:
     """Cost of a running attempt read from its log; None when there is no log yet."""
     return await asyncio.to_thread(_cost, path)
+
+
+class AgentLogReader:
+    """The LogReader port over stream-json logs."""
+
+    async def tail(self, path: Path) -> list[str]:
+        return await readable_tail(path)
+
+    async def cost(self, path: Path) -> float | None:
+        return await cost_so_far(path)
