@@ -193,6 +193,7 @@ class TaskService:
         if task is None:
             return None
         if task.state is TaskState.RUNNING:
+            await self.store.update(task.id, failure_reason=reason)
             if self.runner is not None:
                 self.runner.request_stop(task.id)
             return task
