@@ -278,7 +278,9 @@ class TaskRunner:
             await self._with_token(task, lambda token: self.vcs.push(ws, token))
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
         if outcome.stopped == "cancelled":
-            return _Result(TaskState.CANCELLED, f"cancelled while running{saved}")
+            current = await self.store.get_task(task.id)
+            why = (current.failure_reason if current else None) or "cancelled while running"
+            return _Result(TaskState.CANCELLED, f"{why}{saved}")
         if not outcome.completed:
             reason = outcome.reason or "the agent did not complete"
             if outcome.stopped == "timeout":
