@@ -1,0 +1,150 @@
+"""A real `python -m ghapp` child process that tests can SIGKILL, restart and inspect.
+
+Shared by the chaos and flood suites (tests/chaos/); the same shape as the helper in
+tests/e2e/test_crash_restart.py, plus what repeated kills need: a start counter, a
+log per process and a clean-up of the agents a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ghapp.agent.claude import RUN_MARKER, marked_pids
+from tests.fakes.stack import eventually
+
+
+def alive(pid: int) -> bool:
+    """A live process, not a zombie waiting for a reaper that PID 1 may never be."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_instance(data_dir: Path) -> str:
+    """The instance tag ClaudeWorker puts in RUN_MARKER for this data directory."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def kill_agents(data_dir: Path) -> int:
+    """SIGKILL, by pid, every agent process started by a ghapp of this data directory."""
+    marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
+    total = 0
+    for _ in range(20):
+        pids = [pid for pid in marked_pids(marker, None) if alive(pid)]
+        if not pids:
+            break
+        total += len(pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return total
+
+
+class GhappProcess:
+    """`python -m ghapp` as a child process that a test can SIGKILL and start again."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
+        self.env, self.cwd, self.log = env, cwd, log
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        self.kills = 0
+
+    @property
+    def port(self) -> int:
+        return int(self.env["PORT"])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self, within: float = 30.0) -> None:
+        """Start the process and wait until /healthz answers 200 (or kill() ended it)."""
+        assert not self.running, "ghapp is already running"
+        out = self.log.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ghapp",
+            env=self.env,
+            cwd=self.cwd,
+            stdout=out,
+            stderr=out,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        out.close()
+        self.starts += 1
+        proc, kills = self.proc, self.kills
+
+        async def healthy() -> bool:
+            if proc.returncode is not None:
+                if self.kills > kills:  # a trap killed it while it started: fine
+                    return True
+                raise AssertionError(f"ghapp exited with {proc.returncode}; see {self.log}")
+            return (await self.health()).get("ok") is True
+
+        await eventually(healthy, within=within)
+
+    async def health(self) -> dict[str, Any]:
+        """The /healthz report, or {} while the server does not answer."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as s,
+                s.get(f"{self.base_url}/healthz") as r,
+            ):
+                data: dict[str, Any] = await r.json()
+                return data
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return {}
+
+    async def kill(self) -> None:
+        """SIGKILL: no handler runs, no finally, no flush; the OS closes its sockets."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.kills += 1
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL after 30 s)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def read_db(path: Path, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    """Rows of one query against ghapp's SQLite file, read directly (not through ghapp)."""
+    conn = sqlite3.connect(path, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute(query, params))
+    finally:
+        conn.close()
