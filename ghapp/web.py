@@ -62,11 +62,13 @@ async def receive_webhook(request: web.Request) -> web.Response:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _error(413, "payload larger than 25 MB")
+    except Exception:  # a body that does not decode (bad Content-Encoding, cut stream)
+        return _error(400, "body could not be read")
     if not signature_ok(deps.secret, body, request.headers.get("X-Hub-Signature-256")):
         return _error(401, "X-Hub-Signature-256 is missing or does not match WEBHOOK_SECRET")
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _error(400, "body is not valid JSON")
     if not isinstance(payload, dict):
         return _error(400, "body must be a JSON object")

@@ -19,7 +19,10 @@ def _read_tail(path: Path, limit: int) -> list[str]:
         start = max(0, size - limit)
         handle.seek(start)
         data = handle.read()
-    lines = data.decode("utf-8", errors="replace").splitlines()
+    # JSON lines end at "\n" only: splitlines() would also break at U+2028 and friends.
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
     return lines[1:] if start > 0 and lines else lines
 
 

@@ -99,6 +99,7 @@ def _scalar(value: object) -> str:
 def clip(text: str, limit: int = CLIP) -> str:
     """One printable line of at most `limit` characters, safe to encode as UTF-8."""
     flat = " ".join(text.split())
+    flat = "".join(ch for ch in flat if ch.isprintable())
     flat = flat.encode("utf-8", "replace").decode("utf-8")
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 

@@ -58,9 +58,9 @@ def parse_budget(text: str, max_budget_usd: float) -> tuple[str, float | None]:
     try:
         value = float(raw.removeprefix("$"))
     except ValueError:
-        raise BadCommand(f"budget must be a number of US dollars, got {raw!r}") from None
+        raise BadCommand(f"budget must be a number of US dollars, got {raw[:40]!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise BadCommand(f"budget must be more than $0, got {raw!r}")
+        raise BadCommand(f"budget must be more than $0, got {raw[:40]!r}")
     if value > max_budget_usd:
         raise BadCommand(f"budget ${value:g} is above the limit of ${max_budget_usd:g}")
     rest = (text[: matches[0].start()] + " " + text[matches[0].end() :]).strip()

@@ -18,12 +18,40 @@ def _dict(value: object) -> Mapping[str, Any]:
 
 
 def _int(value: object) -> int | None:
-    """An id or number, rejecting bools and strings that payloads never carry."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """An id or number that fits a 64-bit column; bools and strings are refused."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return None
 
 
 def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    """Text as valid UTF-8: a lone surrogate escape (valid JSON) becomes U+FFFD."""
+    if not isinstance(value, str):
+        return ""
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def installation_change(payload: Payload) -> tuple[int, str, list[str], list[str]] | None:
+    """installation and installation_repositories as (id, account, added, removed)."""
+    inst = _dict(payload.get("installation"))
+    inst_id = _int(inst.get("id"))
+    if inst_id is None:
+        return None
+    account = _str(_dict(inst.get("account")).get("login"))
+    return (
+        inst_id,
+        account,
+        _repo_names(payload.get("repositories")) + _repo_names(payload.get("repositories_added")),
+        _repo_names(payload.get("repositories_removed")),
+    )
+
+
+def _repo_names(items: object) -> list[str]:
+    """full_name of each repository object; anything else is skipped."""
+    if not isinstance(items, list):
+        return []
+    names = (_str(_dict(item).get("full_name")) for item in items)
+    return [name for name in names if "/" in name]
 
 
 def _base(payload: Payload, number: object) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from gidgethub import routing, sansio
 
-from ghapp.core.model import Installation, TaskState
+from ghapp.core.model import GhappError, Installation, TaskState
 from ghapp.core.ports import Clock, TaskStore
 from ghapp.core.tasks import TaskService
 from ghapp.github import events
@@ -105,41 +105,43 @@ async def on_pr_closed(event: sansio.Event, ctx: Context) -> None:
         task = await ctx.store.get_task(parent) if parent is not None else None
 
 
-def _repo_names(items: Any) -> list[str]:
-    return [r["full_name"] for r in items or [] if isinstance(r, dict) and "full_name" in r]
-
-
 @installs.register("installation")
 async def on_installation(event: sansio.Event, ctx: Context) -> None:
-    inst = event.data.get("installation") or {}
-    if not isinstance(inst, dict) or not isinstance(inst.get("id"), int):
+    change = events.installation_change(event.data)
+    if change is None:
         return
+    inst_id, account, repos, _ = change
     action = event.data.get("action")
     if action == "deleted":
-        await ctx.store.remove_installation(inst["id"])
+        await ctx.store.remove_installation(inst_id)
     elif action in ("created", "new_permissions_accepted", "unsuspend"):
-        account = (inst.get("account") or {}).get("login", "")
-        repos = tuple(_repo_names(event.data.get("repositories")))
-        await ctx.store.upsert_installation(Installation(inst["id"], account, repos))
+        await ctx.store.upsert_installation(Installation(inst_id, account, tuple(repos)))
 
 
 @installs.register("installation_repositories")
 async def on_installation_repos(event: sansio.Event, ctx: Context) -> None:
-    inst = event.data.get("installation") or {}
-    if not isinstance(inst, dict) or not isinstance(inst.get("id"), int):
+    change = events.installation_change(event.data)
+    if change is None:
         return
-    known = {i.id for i in await ctx.store.installations()}
-    if inst["id"] not in known:
-        account = (inst.get("account") or {}).get("login", "")
-        await ctx.store.upsert_installation(Installation(inst["id"], account, ()))
-    await ctx.store.set_installation_repos(
-        inst["id"],
-        _repo_names(event.data.get("repositories_added")),
-        _repo_names(event.data.get("repositories_removed")),
-    )
+    inst_id, account, added, removed = change
+    if inst_id not in {i.id for i in await ctx.store.installations()}:
+        await ctx.store.upsert_installation(Installation(inst_id, account, ()))
+    await ctx.store.set_installation_repos(inst_id, added, removed)
 
 
-router = routing.Router(triggers, lifecycle, installs)
+class _Router(routing.Router):
+    """gidgethub's Router, ignoring an `action` it could not look up (a list or object)."""
+
+    async def dispatch(self, event: sansio.Event, *args: Any, **kwargs: Any) -> None:
+        data = event.data
+        action = data.get("action") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(action, str | None):
+            log.info("ignored %s delivery %s: unroutable action", event.event, event.delivery_id)
+            return
+        await super().dispatch(event, *args, **kwargs)
+
+
+router = _Router(triggers, lifecycle, installs)
 
 
 class Inbox:
@@ -197,13 +199,15 @@ class Inbox:
         """Route one delivery, retrying transient failures a few times; returns the error."""
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return "unparsable body"
         event = sansio.Event(data, event=event_name, delivery_id=delivery_id)
         for attempt in range(1, self.attempts + 1):
             try:
                 await router.dispatch(event, self.ctx)
                 return None
+            except GhappError as exc:  # the payload itself is wrong: retrying cannot help
+                return str(exc)
             except Exception as exc:
                 log.exception(
                     "delivery %s (%s) failed, attempt %s", delivery_id, event_name, attempt

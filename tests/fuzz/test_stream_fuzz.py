@@ -219,12 +219,6 @@ def test_parse_line_types() -> None:
             parse_line(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG clip() promises 'one printable line' but keeps C0/C1 controls (NUL, ESC, "
-    "BEL, DEL) that a tool result can carry (cat of a binary file); they reach /logs on "
-    "Telegram and the log tail in GitHub failure reports",
-)
 @example(text="\x1b[31mred\x00\x07")
 @given(ANY_TEXT)
 def test_summaries_are_printable(text: str) -> None:
@@ -255,13 +249,6 @@ def test_log_reads_back_like_the_stream(tmp_path: Path, text: str) -> None:
     assert summaries(_read_tail(path, 10_000_000)) == out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG logview._read_tail (and bootstrap.log_tail) split the task log with "
-    "str.splitlines(), which also breaks at U+0085/U+2028/U+2029; the CLI (JSON.stringify) "
-    "writes those raw inside strings, so a line is cut in two and lost: the result and its "
-    "cost vanish from cost_so_far, and its summary from /logs and failure reports",
-)
 @pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
 def test_log_line_with_a_unicode_line_separator(tmp_path: Path, sep: str) -> None:
     lines = [json.dumps(o, ensure_ascii=False) for o in run_of(f"done{sep}ok", cost=0.75)]
