@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import pwd
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import pytest
 
 from ghapp.agent.claude import RUN_MARKER, marked_pids
@@ -18,69 +12,9 @@ from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
+from tests.fakes.ghapp_process import GhappProcess, alive, free_port
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env, make_stack
-
-
-def alive(pid: int) -> bool:
-    """A live process, not a zombie waiting for a reaper that PID 1 may never be."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class GhappProcess:
-    """`python -m ghapp` as a child process that a test can SIGKILL."""
-
-    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.env, self.cwd, self.log = env, cwd, log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        out = self.log.open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ghapp",
-            env=self.env,
-            cwd=self.cwd,
-            stdout=out,
-            stderr=out,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        out.close()
-        url = f"http://127.0.0.1:{self.env['PORT']}/healthz"
-
-        async def healthy() -> bool:
-            try:
-                async with aiohttp.ClientSession() as s, s.get(url) as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await eventually(healthy, within=30)
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 @pytest.fixture
