@@ -1,4 +1,9 @@
-"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset) or check."""
+"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, or
+migrate-store (copy the SQLite store into PostgreSQL).
+
+`--role web` serves webhooks only, `--role worker` runs tasks only (and /healthz on PORT);
+the default runs both. Several processes share one queue through DATABASE_URL=postgresql://.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,28 @@ from pathlib import Path
 from aiohttp import web
 
 from ghapp import check
-from ghapp.bootstrap import build, describe, web_app
-from ghapp.config import ConfigError, Settings, environment, load_settings
+from ghapp.bootstrap import build, describe, health_app, web_app
+from ghapp.cluster import Role
+from ghapp.config import POSTGRES_SCHEMES, ConfigError, Settings, environment, load_settings
 from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, role: Role = Role.ALL) -> None:
     """Serve until SIGINT or SIGTERM, then stop every part in order."""
-    app = build(settings)
-    runner = web.AppRunner(web_app(app), access_log=None)
+    if role is not Role.ALL and not settings.is_postgres:
+        logging.getLogger("ghapp").warning(
+            "--role %s with SQLite: every process must share this machine's database file; "
+            "use DATABASE_URL=postgresql://... to spread them over machines",
+            role.value,
+        )
+    app = build(settings, role=role)
+    server = web_app(app) if role.serves_webhooks else health_app(app)
+    runner = web.AppRunner(server, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    for line in describe(settings):
+    for line in describe(settings, role):
         logging.getLogger("ghapp").info(line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -73,10 +86,10 @@ def setup_mode(env: dict[str, str]) -> int:
     return asyncio.run(setup_then_run(config))
 
 
-def serve() -> int:
+def serve(role: Role = Role.ALL) -> int:
     """Run the webhook server, the runner and the bot on one loop until stopped."""
     env = environment()
-    if not (env.get("APP_ID") or "").strip():
+    if not (env.get("APP_ID") or "").strip() and role.serves_webhooks:
         return setup_mode(env)
     try:
         settings = load_settings()
@@ -91,17 +104,68 @@ def serve() -> int:
         return 2
     os.umask(0o077)
     setup_logging(settings.log_level, settings.log_format, settings.secrets)
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, role))
+    return 0
+
+
+def migrate_store(target: str | None, source: str | None, replace: bool) -> int:
+    """Copy the SQLite store into PostgreSQL and check the counts."""
+    from ghapp.store.migrate import MigrationError, copy_store
+
+    if not target or not target.startswith(POSTGRES_SCHEMES):
+        print("ghapp: migrate-store needs --to postgresql://USER@HOST/DB", file=sys.stderr)
+        return 2
+    env = environment()
+    if source is None:
+        url = env.get("DATABASE_URL", "").strip()
+        data_dir = env.get("MC_DATA_DIR", "").strip() or "data"
+        source = url if url.startswith("sqlite:///") else f"sqlite:///{data_dir}/ghapp.sqlite3"
+    if not source.startswith("sqlite:///"):
+        print(f"ghapp: --from must be sqlite:///PATH, got {source!r}", file=sys.stderr)
+        return 2
+    path = Path(source.removeprefix("sqlite:///"))
+    print(f"copying {path} into {target.split('@', 1)[-1]}")
+    try:
+        asyncio.run(copy_store(path, target, replace=replace))
+    except (MigrationError, OSError) as exc:
+        print(f"ghapp: migrate-store failed, nothing was changed: {exc}", file=sys.stderr)
+        return 1
+    print("done: point DATABASE_URL at PostgreSQL and start ghapp")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ghapp", description=__doc__)
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "check"])
+    parser = argparse.ArgumentParser(
+        prog="python -m ghapp",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "check", "migrate-store"]
+    )
+    parser.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.ALL.value,
+        help="all (default): webhooks and tasks; web: webhooks only; worker: tasks only",
+    )
+    parser.add_argument("--to", help="migrate-store: the PostgreSQL URL to copy into")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        help="migrate-store: sqlite:///PATH (default: DATABASE_URL or $MC_DATA_DIR/ghapp.sqlite3)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="migrate-store: empty a target that already holds data instead of refusing",
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         return check.main()
-    return serve()
+    if args.command == "migrate-store":
+        return migrate_store(args.to, args.source, args.replace)
+    return serve(Role(args.role))
 
 
 if __name__ == "__main__":

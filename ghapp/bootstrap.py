@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
 from ghapp.agent.logview import AgentLogReader
+from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
 from ghapp.core.model import TaskState, utcnow
 from ghapp.core.ports import Messenger, TaskStore, Worker
@@ -26,6 +27,9 @@ from ghapp.github.auth import AppAuth
 from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
+from ghapp.store.pg_schema import TELEGRAM_LOCK
+from ghapp.store.pg_signals import PgLeader, PgListener
+from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
 from ghapp.web import WebDeps, create_app
@@ -43,39 +47,45 @@ class SystemClock:
 
 @dataclass
 class Ghapp:
-    """Every running part of one ghapp process."""
+    """Every running part of one ghapp process; a role leaves some of them out."""
 
     settings: Settings
     store: TaskStore
     service: TaskService
-    runner: TaskRunner
-    inbox: Inbox
+    runner: TaskRunner | None
+    inbox: Inbox | None
     session: aiohttp.ClientSession | None = None
     extra_start: list[Any] = field(default_factory=list)
     before_runner: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    role: Role = Role.ALL
+    bot: TelegramBot | None = None
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
         await self.store.migrate()
-        await self.inbox.start()
-        for step in self.before_runner:
-            await step()
-        await self.runner.start()
+        if self.inbox is not None:
+            await self.inbox.start()
+        if self.runner is not None:
+            for step in self.before_runner:
+                await step()
+            await self.runner.start()
         for part in self.extra_start:
             await part.start()
 
     async def stop(self) -> None:
-        """Stop in reverse; tasks still running become crash orphans, requeued at start."""
+        """Stop in reverse; running tasks give their leases up, so any node resumes them."""
         for part in reversed(self.extra_start):
             await part.stop()
-        await self.runner.stop()
-        await self.inbox.stop()
+        if self.runner is not None:
+            await self.runner.stop()
+        if self.inbox is not None:
+            await self.inbox.stop()
         await self.store.close()
         if self.session is not None:
             await self.session.close()
 
     async def health(self) -> dict[str, Any]:
-        """Database, runner and queue depth for /healthz."""
+        """Database, runner, Telegram and queue depth for /healthz."""
         db_ok = False
         queued = running = -1
         try:
@@ -84,11 +94,18 @@ class Ghapp:
             running = await self.store.count(TaskState.RUNNING)
         except Exception:
             log.exception("health check: store failed")
-        runner_ok = self.runner.alive
+        runner_ok = self.runner is None or self.runner.alive
+        runner = "off" if self.runner is None else "ok" if runner_ok else "stopped"
+        telegram = "off"
+        if self.bot is not None:
+            telegram = "polling" if self.bot.polling else "standby"
         return {
             "ok": db_ok and runner_ok,
             "database": "ok" if db_ok else "down",
-            "runner": "ok" if runner_ok else "stopped",
+            "runner": runner,
+            "telegram": telegram,
+            "role": self.role.value,
+            "node": self.settings.node_id,
             "queued": queued,
             "running": running,
         }
@@ -102,9 +119,17 @@ def prepare_data_dir(data_dir: Path) -> None:
     os.chmod(data_dir / "logs", 0o700)
 
 
+def open_store(settings: Settings) -> TaskStore:
+    """The store DATABASE_URL names: PostgreSQL for a cluster, else the embedded SQLite."""
+    if settings.is_postgres:
+        return PostgresTaskStore(settings.database_url)
+    return SqliteTaskStore(settings.sqlite_path)
+
+
 def build(
     settings: Settings,
     *,
+    role: Role = Role.ALL,
     worker: Worker | None = None,
     messenger: Messenger | None = None,
     worker_env: dict[str, str] | None = None,
@@ -116,7 +141,7 @@ def build(
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
     log_reader = AgentLogReader()
-    store = SqliteTaskStore(settings.sqlite_path)
+    store = open_store(settings)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
     forge = GitHubForge(auth, write_interval_s=settings.write_interval_s)
@@ -129,6 +154,62 @@ def build(
     )
     service = TaskService(store, forge, reporter, clock, limits)
     before_runner: list[Callable[[], Awaitable[object]]] = []
+    runner = None
+    if role.runs_tasks:
+        runner = _runner(settings, store, forge, reporter, clock, worker, worker_env, poll_s)
+        if isinstance(runner.worker, ClaudeWorker):
+            before_runner.append(runner.worker.reap_leftovers)
+        service.runner = runner
+    inbox = None
+    if role.serves_webhooks:
+        ctx = Context(
+            service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
+        )
+        inbox = ClaimingInbox(store, ctx, clock, settings.node_id)
+    app = Ghapp(
+        settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
+    )
+    if role.serves_webhooks:
+        app.extra_start.append(RedeliverySweep(auth, store))
+    if runner is not None and isinstance(store, PostgresTaskStore):
+        app.extra_start.append(PgListener(store.dsn, runner.wake, runner.request_stop))
+    if settings.telegram_token:
+        # Every process may send; with PostgreSQL only the elected one polls for commands.
+        bot = TelegramBot(
+            settings.telegram_token,
+            settings.telegram_chat_ids,
+            service,
+            log_reader,
+            api_url=settings.telegram_api_url,
+            polling=not isinstance(store, PostgresTaskStore),
+        )
+        if messenger is None:
+            reporter.messenger = bot
+        app.bot = bot
+        app.extra_start.append(bot)
+        if isinstance(store, PostgresTaskStore):
+            app.extra_start.append(
+                PgLeader(
+                    store.dsn,
+                    TELEGRAM_LOCK,
+                    lambda: bot.set_polling(True),
+                    lambda: bot.set_polling(False),
+                )
+            )
+    return app
+
+
+def _runner(
+    settings: Settings,
+    store: TaskStore,
+    forge: GitHubForge,
+    reporter: Reporter,
+    clock: SystemClock,
+    worker: Worker | None,
+    worker_env: dict[str, str] | None,
+    poll_s: float,
+) -> TaskRunner:
+    """The task runner with its agent, mirrors and checkouts on this process's own disk."""
     if worker is None:
         if settings.worker_user is None:
             log.warning(
@@ -144,8 +225,7 @@ def build(
             max_turns=settings.max_turns,
             instance=hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12],
         )
-        before_runner.append(worker.reap_leftovers)
-    runner = TaskRunner(
+    return TaskRunner(
         store,
         forge,
         GitWorkspace(settings.data_dir, settings.worker_user),
@@ -161,32 +241,17 @@ def build(
             grace_s=settings.grace_s,
             max_turns=settings.max_turns,
             poll_s=poll_s,
+            node=settings.node_id,
+            lease_s=settings.lease_s,
         ),
-        logs=log_reader,
+        logs=AgentLogReader(),
     )
-    service.runner = runner
-    ctx = Context(
-        service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
-    )
-    inbox = Inbox(store, ctx, clock)
-    app = Ghapp(settings, store, service, runner, inbox, session, before_runner=before_runner)
-    app.extra_start.append(RedeliverySweep(auth, store))
-    if settings.telegram_token:
-        bot = TelegramBot(
-            settings.telegram_token,
-            settings.telegram_chat_ids,
-            service,
-            log_reader,
-            api_url=settings.telegram_api_url,
-        )
-        if messenger is None:
-            reporter.messenger = bot
-        app.extra_start.append(bot)
-    return app
 
 
 def web_app(app: Ghapp) -> web.Application:
     """The aiohttp application serving webhooks and health for this ghapp."""
+    if app.inbox is None:
+        raise ValueError(f"a {app.role.value} process serves no webhooks")
     return create_app(
         WebDeps(
             store=app.store,
@@ -200,11 +265,33 @@ def web_app(app: Ghapp) -> web.Application:
     )
 
 
-def describe(settings: Settings) -> Sequence[str]:
+def health_app(app: Ghapp) -> web.Application:
+    """What a worker serves on PORT: /healthz only, for the supervisor's checks."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        report = await app.health()
+        return web.json_response(report, status=200 if report.get("ok") else 503)
+
+    async def startup(_: web.Application) -> None:
+        await app.start()
+
+    async def cleanup(_: web.Application) -> None:
+        await app.stop()
+
+    server = web.Application()
+    server.router.add_get("/healthz", healthz)
+    server.on_startup.append(startup)
+    server.on_cleanup.append(cleanup)
+    return server
+
+
+def describe(settings: Settings, role: Role = Role.ALL) -> Sequence[str]:
     """Start-up lines that tell the operator what this process will do."""
+    serving = f"webhooks at {settings.webhook_path}" if role.serves_webhooks else "/healthz only"
     return (
-        f"listening on {settings.host}:{settings.port}, webhooks at {settings.webhook_path}",
-        f"store {settings.database_url}; GitHub API {settings.github_api_url}",
+        f"role {role.value} as node {settings.node_id}; "
+        f"listening on {settings.host}:{settings.port}, {serving}",
+        f"store {settings.database_label}; GitHub API {settings.github_api_url}",
         f"agent {settings.claude_bin} as {settings.worker_user or 'the service user'}; "
         f"budget ${settings.daily_budget_usd:g}/day, ${settings.task_budget_usd:g}/task",
     )

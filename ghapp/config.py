@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ghapp.core.model import GhappError
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_TELEGRAM_URL = "https://api.telegram.org/bot"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ConfigError(GhappError):
@@ -50,6 +54,22 @@ class Settings:
     telegram_api_url: str = DEFAULT_TELEGRAM_URL
     log_level: str = "info"
     log_format: str = "text"
+    node_id: str = "local"
+    lease_s: float = 60.0
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether the task store is a PostgreSQL database (several processes may share it)."""
+        return self.database_url.startswith(POSTGRES_SCHEMES)
+
+    @property
+    def database_label(self) -> str:
+        """DATABASE_URL without its password, for logs."""
+        parts = urlsplit(self.database_url)
+        if parts.password is None:
+            return self.database_url
+        host = parts.netloc.rsplit("@", 1)[-1]
+        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
     @property
     def sqlite_path(self) -> Path:
@@ -64,6 +84,7 @@ class Settings:
         """Values that must never reach the agent or a log."""
         values = [self.webhook_secret, self.private_key or "", self.telegram_token or ""]
         values.append(self.anthropic_env.get("ANTHROPIC_API_KEY", ""))
+        values.append(urlsplit(self.database_url).password or "")
         return tuple(v for v in values if v)
 
 
@@ -186,8 +207,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"WEBHOOK_PATH: must start with '/', got {path!r}")
     data_dir = Path(r.text("MC_DATA_DIR", "data") or "data")
     database_url = r.text("DATABASE_URL") or f"sqlite:///{data_dir / 'ghapp.sqlite3'}"
-    if not database_url.startswith("sqlite:///"):
-        raise ConfigError(f"DATABASE_URL: must be sqlite:///PATH, got {database_url!r}")
+    if not database_url.startswith(("sqlite:///", *POSTGRES_SCHEMES)):
+        shown = database_url.split("@", 1)[-1]  # never echo a password
+        raise ConfigError(
+            f"DATABASE_URL: must be sqlite:///PATH or postgresql://USER@HOST/DB, got {shown!r}"
+        )
     daily = r.number("MC_DAILY_BUDGET_USD", 50.0)
     task = r.number("MC_TASK_BUDGET_USD", 5.0)
     task_max = r.number("MC_TASK_BUDGET_MAX_USD", 10.0)
@@ -239,4 +263,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         telegram_api_url=r.text("TELEGRAM_API_URL", DEFAULT_TELEGRAM_URL) or DEFAULT_TELEGRAM_URL,
         log_level=level,
         log_format=fmt,
+        node_id=r.text("MC_NODE_ID") or default_node_id(data_dir),
+        lease_s=r.number("MC_LEASE_S", 60.0, minimum=1.0),
     )
+
+
+def default_node_id(data_dir: Path) -> str:
+    """Host name plus a digest of the data dir: stable across restarts, unique per process."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}-{digest}"

@@ -13,6 +13,8 @@ if [ "$(id -u)" = 0 ]; then
   for tool in git:git npm:npm setpriv:util-linux chromium:chromium; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
+  # PostgreSQL's server binaries (tests start their own cluster on loopback; see tests/fakes/postgres.py)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     step "installing Debian packages: ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -24,6 +24,10 @@ class TaskState(StrEnum):
 
 
 ACTIVE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
+# The node a store call speaks for when nobody says (one process on one machine).
+LOCAL_NODE = "local"
+# How long a claimed task stays its worker's without a renewal.
+DEFAULT_LEASE_S = 60.0
 
 
 class TaskSource(StrEnum):
@@ -107,6 +111,8 @@ class Task:
     review_line: int | None = None
     parent_task_id: int | None = None
     updated_at: datetime = field(default_factory=utcnow)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
 
     @property
     def owner(self) -> str:
@@ -120,8 +126,25 @@ class Task:
 
 
 TASK_FIELDS = frozenset(f.name for f in dataclasses.fields(Task))
-# Fields a caller may change with TaskStore.update; state moves only through transitions.
-MUTABLE_FIELDS = TASK_FIELDS - {"id", "state", "created_at", "updated_at", "attempt", "cost_usd"}
+# Fields a caller may change with TaskStore.update; state and lease move only by transitions.
+MUTABLE_FIELDS = TASK_FIELDS - {
+    "id",
+    "state",
+    "created_at",
+    "updated_at",
+    "attempt",
+    "cost_usd",
+    "lease_owner",
+    "lease_expires_at",
+}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right of one node to run one attempt; every write of that run is fenced by it."""
+
+    node: str
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -214,3 +237,11 @@ class GhappError(Exception):
 
 class BadCommand(GhappError):
     """A command that does not parse; its message says how to write it."""
+
+
+class LeaseLost(GhappError):
+    """The attempt no longer holds its task (expired and taken over, or ended elsewhere)."""
+
+    def __init__(self, task_id: int, lease: Lease, task: Task | None = None) -> None:
+        super().__init__(f"task {task_id}: {lease.node} no longer holds attempt {lease.attempt}")
+        self.task_id, self.lease, self.task = task_id, lease, task

@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Protocol
 
 from ghapp.core.model import (
+    DEFAULT_LEASE_S,
+    LOCAL_NODE,
     BudgetView,
     Claim,
     Delivery,
     Installation,
+    Lease,
     NewTask,
     Project,
     PullRequest,
@@ -33,7 +36,9 @@ class TaskStore(Protocol):
     """Durable tasks, deliveries inbox, spend ledger, installations and projects.
 
     Every method that changes state is one transaction; a method either does all of its
-    change or none of it.
+    change or none of it. Several processes (nodes) may share one store: a running task
+    is held by a lease (owner node, expiry) that its worker renews, and only an expired
+    lease, or a restarted node's own, sends the task back to the queue.
     """
 
     async def migrate(self) -> None: ...
@@ -58,6 +63,16 @@ class TaskStore(Protocol):
     ) -> None: ...
 
     async def has_delivery(self, delivery_id: str) -> bool: ...
+
+    async def claim_deliveries(
+        self, node: str, now: datetime, lease_s: float, limit: int = 100
+    ) -> list[Delivery]:
+        """Take unprocessed deliveries, oldest first, for `node` until now + lease_s.
+
+        Skips deliveries another node holds until its claim expires; `node`'s own
+        unprocessed claims come back (a restarted process takes its work back at once).
+        """
+        ...
 
     # -- tasks ------------------------------------------------------------------------
     async def create_task(self, new: NewTask, now: datetime) -> Task | None:
@@ -90,12 +105,27 @@ class TaskStore(Protocol):
 
     async def count(self, state: TaskState) -> int: ...
 
-    async def claim_next(self, now: datetime, daily_budget_usd: float) -> Claim:
+    async def claim_next(
+        self,
+        now: datetime,
+        daily_budget_usd: float,
+        node: str = LOCAL_NODE,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> Claim:
         """Atomically start the oldest queued task whose cap fits today's budget.
 
         Skips tasks whose issue or branch already has a running task. If the oldest
         eligible task does not fit, it stays queued with wait_reason set and is
-        returned as ``waiting_for_budget``; nothing younger jumps ahead of it.
+        returned as ``waiting_for_budget``; nothing younger jumps ahead of it. The
+        started task is leased to `node` until now + lease_s. Claims by any number of
+        nodes are serialised, so together they never reserve more than the budget.
+        """
+        ...
+
+    async def renew(self, task_id: int, lease: Lease, now: datetime, lease_s: float) -> Task | None:
+        """Extend a held lease to now + lease_s; None when the lease is no longer held.
+
+        Renewing with lease_s = 0 gives the task up: the next sweep requeues it.
         """
         ...
 
@@ -109,9 +139,14 @@ class TaskStore(Protocol):
         state: TaskState,
         now: datetime,
         cost_usd: float,
+        lease: Lease | None = None,
         **fields: object,
     ) -> Task:
-        """End a running attempt: book its cost on the ledger, release the reservation."""
+        """End a running attempt: book its cost on the ledger, release the reservation.
+
+        With a lease, the attempt must still hold the task: otherwise its cost is booked
+        (the money was spent) but nothing else changes, and LeaseLost is raised.
+        """
         ...
 
     async def cancel(self, task_id: int, now: datetime, reason: str) -> Task | None:
@@ -122,8 +157,12 @@ class TaskStore(Protocol):
         """Failed or cancelled: back to queued as the next attempt. Otherwise None."""
         ...
 
-    async def requeue_running(self, now: datetime) -> list[Task]:
-        """Return every running task (a crash orphan) to the queue as its next attempt."""
+    async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
+        """Return running tasks whose lease expired, or that `node` held, to the queue.
+
+        Each goes back as its next attempt; one whose cancel was asked for ends
+        cancelled instead. A restarted node passes its own id: its tasks are orphans.
+        """
         ...
 
     async def budget(self, day: date, daily_budget_usd: float) -> BudgetView: ...

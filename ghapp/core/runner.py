@@ -5,13 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
-from ghapp.core.model import PullRequest, Repository, Task, TaskSource, TaskState, utc_day
+from ghapp.core.model import (
+    DEFAULT_LEASE_S,
+    LOCAL_NODE,
+    Lease,
+    LeaseLost,
+    PullRequest,
+    Repository,
+    Task,
+    TaskSource,
+    TaskState,
+    utc_day,
+)
 from ghapp.core.ports import (
     AgentOutcome,
     AgentRequest,
@@ -45,6 +57,28 @@ class RunnerConfig:
     poll_s: float = 5.0
     cancel_poll_s: float = 2.0
     progress_s: float = 60.0
+    node: str = LOCAL_NODE
+    lease_s: float = DEFAULT_LEASE_S
+
+    @property
+    def renew_s(self) -> float:
+        """How often a held lease is renewed: three chances before it runs out."""
+        return self.lease_s / 3
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often a running task looks at its row (cancel asked, lease still held)."""
+        return min(self.cancel_poll_s, self.renew_s)
+
+
+@dataclass
+class _Run:
+    """One attempt this process runs: its lease, and what ends it early."""
+
+    task: Task
+    lease: Lease
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False
 
 
 @dataclass
@@ -96,8 +130,9 @@ class TaskRunner:
         self.reporter, self.clock, self.config = reporter, clock, config
         self.logs = logs
         self._wake = asyncio.Event()
-        self._stops: dict[int, asyncio.Event] = {}
+        self._runs: dict[int, _Run] = {}
         self._jobs: dict[int, asyncio.Task[None]] = {}
+        self._swept_at = float("-inf")
         self._loop: asyncio.Task[None] | None = None
         self._waiting_announced: set[int] = set()
         self._budget_alerts: set[tuple[date, str]] = set()
@@ -118,28 +153,33 @@ class TaskRunner:
 
     def request_stop(self, task_id: int) -> bool:
         """Stop a running task as a cancel does; False if it does not run here."""
-        stop = self._stops.get(task_id)
-        if stop is None:
+        run = self._runs.get(task_id)
+        if run is None:
             return False
-        stop.set()
+        run.stop.set()
         return True
 
     async def start(self) -> None:
-        """Return crash orphans to the queue, then start claiming."""
-        for task in await self.store.requeue_running(self.clock.now()):
-            log.warning("task %s was running when ghapp stopped; queued again", task.id)
+        """Return this node's crash orphans and expired leases to the queue, then claim."""
+        for task in await self.store.requeue_expired(self.clock.now(), self.config.node):
+            log.warning("task %s was running when its worker stopped; queued again", task.id)
+        self._swept_at = time.monotonic()
         self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
 
     async def stop(self) -> None:
-        """Stop claiming and stop running agents; their tasks finish as cancelled-by-shutdown."""
+        """Stop claiming and running agents; their leases end now, so any node resumes them."""
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        runs = list(self._runs.values())
         for job in list(self._jobs.values()):
             job.cancel()
         if self._jobs:
             await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+        for run in runs:
+            with contextlib.suppress(Exception):
+                await self.store.renew(run.task.id, run.lease, self.clock.now(), 0)
 
     async def drain(self) -> None:
         """Wait until nothing runs; for tests and benchmarks."""
@@ -156,10 +196,23 @@ class TaskRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
 
+    async def sweep(self) -> None:
+        """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
+        self._swept_at = time.monotonic()
+        for task in await self.store.requeue_expired(self.clock.now()):
+            log.warning("task %s: its worker's lease expired; queued again", task.id)
+
     async def fill(self) -> None:
         """Start queued tasks until the concurrency limit or the budget says stop."""
+        if time.monotonic() - self._swept_at >= self.config.renew_s:
+            await self.sweep()
         while len(self._jobs) < self.config.concurrency:
-            claim = await self.store.claim_next(self.clock.now(), self.config.daily_budget_usd)
+            claim = await self.store.claim_next(
+                self.clock.now(),
+                self.config.daily_budget_usd,
+                self.config.node,
+                self.config.lease_s,
+            )
             if claim.task is None:
                 waiting = claim.waiting_for_budget
                 if waiting is not None and waiting.id not in self._waiting_announced:
@@ -171,37 +224,73 @@ class TaskRunner:
                 return
             task = claim.task
             self._waiting_announced.discard(task.id)
-            self._stops[task.id] = asyncio.Event()
-            job = asyncio.create_task(self._run(task), name=f"ghapp-task-{task.id}")
+            run = _Run(task, Lease(self.config.node, task.attempt))
+            self._runs[task.id] = run
+            job = asyncio.create_task(self._run(run), name=f"ghapp-task-{task.id}")
             self._jobs[task.id] = job
 
-    async def _run(self, task: Task) -> None:
+    async def _run(self, run: _Run) -> None:
         """One attempt from claim to a terminal state; a shutdown leaves it to crash recovery."""
-        stop = self._stops[task.id]
-        watcher = asyncio.create_task(self._watch_cancel(task.id, stop))
+        task = run.task
+        heartbeat = asyncio.create_task(self._heartbeat(run))
         cost_box = [0.0]
         try:
             try:
-                result = await self._attempt(task, stop, cost_box)
+                result = await self._attempt(task, run, cost_box)
+            except LeaseLost:
+                result = _Result(TaskState.FAILED, "another worker took the task over")
             except Exception as exc:
                 log.exception("task %s failed inside ghapp", task.id)
                 result = _Result(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
-            await self._finish(task, result, cost_box[0])
+            await self._finish(run, result, cost_box[0])
         finally:
-            watcher.cancel()
-            self._stops.pop(task.id, None)
+            heartbeat.cancel()
+            self._runs.pop(task.id, None)
             self._jobs.pop(task.id, None)
             self.wake()
 
-    async def _watch_cancel(self, task_id: int, stop: asyncio.Event) -> None:
-        """Notice a cancel recorded in the store (another process, or a lost wake-up)."""
-        while not stop.is_set():
-            await asyncio.sleep(self.config.cancel_poll_s)
-            current = await self.store.get_task(task_id)
-            if current is not None and current.cancel_requested:
-                stop.set()
+    async def _heartbeat(self, run: _Run) -> None:
+        """Renew the lease and notice a cancel (asked on any node); a lost lease stops the agent.
 
-    async def _attempt(self, task: Task, stop: asyncio.Event, cost_box: list[float]) -> _Result:
+        Runs for the whole attempt, publishing included, so a slow push keeps the task.
+        """
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                if time.monotonic() - renewed >= self.config.renew_s:
+                    now = self.clock.now()
+                    current = await self.store.renew(
+                        run.task.id, run.lease, now, self.config.lease_s
+                    )
+                    renewed = time.monotonic()
+                else:
+                    current = await self.store.get_task(run.task.id)
+            except Exception:
+                log.exception("task %s: could not reach the store to keep its lease", run.task.id)
+                continue
+            if (
+                current is None
+                or current.lease_owner != run.lease.node
+                or (current.attempt != run.lease.attempt or current.state is not TaskState.RUNNING)
+            ):
+                if not run.lost:
+                    log.warning("task %s: lease lost; stopping this attempt", run.task.id)
+                run.lost = True
+                run.stop.set()
+            elif current.cancel_requested:
+                run.stop.set()
+
+    async def _hold(self, run: _Run) -> None:
+        """Confirm the lease right before a step only its holder may take (push, PR)."""
+        if not run.lost:
+            now = self.clock.now()
+            held = await self.store.renew(run.task.id, run.lease, now, self.config.lease_s)
+            run.lost = held is None
+        if run.lost:
+            raise LeaseLost(run.task.id, run.lease)
+
+    async def _attempt(self, task: Task, run: _Run, cost_box: list[float]) -> _Result:
         """Prepare, run the agent, then let git decide what happened."""
         log_path = self.config.log_dir / f"task-{task.id}-attempt-{task.attempt}.log"
         task = await self.store.update(task.id, log_path=str(log_path), wait_reason=None)
@@ -213,14 +302,15 @@ class TaskRunner:
         ws = await self._with_token(task, lambda token: self.vcs.prepare(task, repo, token))
         try:
             task = await self.store.update(task.id, branch=ws.branch, base_sha=ws.base_sha)
-            if stop.is_set():
+            if run.stop.is_set():
+                await self._hold(run)
                 return _Result(TaskState.CANCELLED, "cancelled before the agent started")
             started = self.clock.now()
-            outcome = await self._run_agent(task, ws, log_path, stop)
+            outcome = await self._run_agent(task, ws, log_path, run.stop)
             cost_box[0] = outcome.cost_usd
             duration = (self.clock.now() - started).total_seconds()
             async with asyncio.timeout(self.config.grace_s):
-                return await self._publish(task, repo, ws, outcome, duration)
+                return await self._publish(task, run, repo, ws, outcome, duration)
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
@@ -268,13 +358,20 @@ class TaskRunner:
                 await self.reporter.track(replace(current, cost_usd=current.cost_usd + running))
 
     async def _publish(
-        self, task: Task, repo: Repository, ws: Workspace, outcome: AgentOutcome, duration: float
+        self,
+        task: Task,
+        run: _Run,
+        repo: Repository,
+        ws: Workspace,
+        outcome: AgentOutcome,
+        duration: float,
     ) -> _Result:
         """Rescue, verify, push, and open the PR only for a completed run with commits."""
         rescued = await self.vcs.rescue(ws)
         base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
         commits = await self.vcs.commits_since(ws, base)
         if commits:
+            await self._hold(run)
             await self._with_token(task, lambda token: self.vcs.push(ws, token))
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
         if outcome.stopped == "cancelled":
@@ -291,6 +388,7 @@ class TaskRunner:
         if rescued:
             log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
         body = pr_body(task, outcome, commits, duration)
+        await self._hold(run)
         pr = await self.forge.find_pr(task.installation_id, task.repo, ws.branch)
         if pr is None:
             title = task.title.strip() or task.instructions.strip()[:80] or ws.branch
@@ -309,12 +407,22 @@ class TaskRunner:
         )
         return _Result(TaskState.SUCCEEDED, pr=pr)
 
-    async def _finish(self, task: Task, result: _Result, cost: float) -> None:
-        """Write the terminal state and cost, then tell everyone."""
-        now = self.clock.now()
+    async def _finish(self, run: _Run, result: _Result, cost: float) -> None:
+        """Write the terminal state and cost, then tell everyone; a lost lease only books."""
+        task, now = run.task, self.clock.now()
         fields: dict[str, object] = {"failure_reason": result.reason}
         try:
-            done = await self.store.finish(task.id, result.state, now, cost, **fields)
+            done = await self.store.finish(
+                task.id, result.state, now, cost, lease=run.lease, **fields
+            )
+        except LeaseLost:
+            log.warning(
+                "task %s: attempt %s lost its lease to another worker; booked its cost $%.2f",
+                task.id,
+                run.lease.attempt,
+                cost,
+            )
+            return
         except Exception:
             log.exception("could not record the end of task %s", task.id)
             return

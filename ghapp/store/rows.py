@@ -1,4 +1,4 @@
-"""Row <-> value mapping for the SQLite store, so the SQL module only speaks SQL."""
+"""Row <-> value mapping for the SQLite store, and the transition values both stores write."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -24,7 +24,10 @@ from ghapp.core.model import (
 SqlValue = str | int | float | bytes | None
 
 TASK_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))
-_DATETIMES = frozenset({"created_at", "started_at", "finished_at", "updated_at"})
+_DATETIMES = frozenset(
+    {"created_at", "started_at", "finished_at", "updated_at", "lease_expires_at"}
+)
+NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
 _BOOLS = frozenset({"is_pull_request", "cancel_requested"})
 
 Params = Iterable[SqlValue]
@@ -90,8 +93,13 @@ def new_task_values(new: NewTask, now: datetime) -> dict[str, SqlValue]:
     return {name: to_db(value) for name, value in values.items()}
 
 
-def started(task: Task, now: datetime) -> dict[str, object]:
-    """What claiming writes: running, and the task's whole cap reserved."""
+def lease_until(now: datetime, lease_s: float) -> datetime:
+    """When a lease taken or renewed now runs out."""
+    return now + timedelta(seconds=lease_s)
+
+
+def started(task: Task, now: datetime, node: str, lease_s: float) -> dict[str, object]:
+    """What claiming writes: running, the task's whole cap reserved, leased to `node`."""
     return {
         "state": TaskState.RUNNING,
         "started_at": now,
@@ -99,6 +107,8 @@ def started(task: Task, now: datetime) -> dict[str, object]:
         "wait_reason": None,
         "cancel_requested": False,
         "updated_at": now,
+        "lease_owner": node,
+        "lease_expires_at": lease_until(now, lease_s),
     }
 
 
@@ -110,6 +120,7 @@ def finished(state: TaskState, now: datetime, total_cost_usd: float) -> dict[str
         "reserved_usd": 0.0,
         "cost_usd": total_cost_usd,
         "updated_at": now,
+        **NO_LEASE,
     }
 
 
@@ -120,7 +131,9 @@ def cancelled(now: datetime, reason: str) -> dict[str, object]:
         "finished_at": now,
         "failure_reason": reason,
         "wait_reason": None,
+        "reserved_usd": 0.0,
         "updated_at": now,
+        **NO_LEASE,
     }
 
 
@@ -136,6 +149,7 @@ def requeued(attempt: int, now: datetime) -> dict[str, object]:
         "cancel_requested": False,
         "reserved_usd": 0.0,
         "updated_at": now,
+        **NO_LEASE,
     }
 
 

@@ -31,6 +31,19 @@ ORDER_FOR_LISTING = """
              CASE WHEN state = 'queued' THEN id ELSE -id END
 """
 
+# Running tasks a sweep returns to the queue: lease run out (or never set), or the caller's own.
+EXPIRED = (
+    "state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ? OR lease_owner = ?)"
+)
+# Unprocessed deliveries nobody else holds, oldest first.
+CLAIMABLE_DELIVERIES = """
+    SELECT id FROM deliveries
+    WHERE processed_at IS NULL
+      AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)
+    ORDER BY received_at, rowid
+    LIMIT ?
+"""
+
 QUEUE_POSITION = """
     SELECT COUNT(*) FROM tasks AS q, tasks AS t
     WHERE t.id = ? AND t.state = 'queued' AND q.state = 'queued'
@@ -138,6 +151,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE UNIQUE INDEX projects_one_default ON projects (is_default) WHERE is_default = 1",
+    ),
+    # 2: leases, so several processes can share the queue (a lease, not a restart, frees a task).
+    (
+        "ALTER TABLE tasks ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE tasks ADD COLUMN lease_expires_at TEXT",
+        "CREATE INDEX tasks_running_lease ON tasks (lease_expires_at) WHERE state = 'running'",
+        "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
     ),
 )
 

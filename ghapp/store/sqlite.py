@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -14,11 +13,14 @@ from typing import TYPE_CHECKING
 import aiosqlite
 
 from ghapp.core.model import (
-    MUTABLE_FIELDS,
+    DEFAULT_LEASE_S,
+    LOCAL_NODE,
     BudgetView,
     Claim,
     Delivery,
     Installation,
+    Lease,
+    LeaseLost,
     NewTask,
     Project,
     Task,
@@ -29,16 +31,14 @@ from ghapp.core.model import (
 from ghapp.store import rows
 from ghapp.store import schema as sql
 from ghapp.store.rows import Params, SqlValue, all_rows, one_row, sum_of
-
-BUDGET_EPSILON = 1e-9
-WAITING_FOR_BUDGET = "waiting for daily budget"
-
-
-def _check_fields(fields: Mapping[str, object]) -> None:
-    """Refuse, before any change, fields that only transitions may touch."""
-    refused = sorted(set(fields) - MUTABLE_FIELDS)
-    if refused:
-        raise KeyError(f"fields not updatable: {', '.join(refused)}")
+from ghapp.store.rules import (
+    ORPHAN_CANCELLED,
+    WAITING_FOR_BUDGET,
+    check_fields,
+    check_finish,
+    fits,
+    holds,
+)
 
 
 def _apply_batch(
@@ -215,6 +215,28 @@ class SqliteTaskStore:
                 is not None
             )
 
+    async def claim_deliveries(
+        self, node: str, now: datetime, lease_s: float, limit: int = 100
+    ) -> list[Delivery]:
+        """Take unprocessed deliveries nobody else holds, oldest first, until now + lease_s."""
+        until = rows.dt_to_db(rows.lease_until(now, lease_s))
+        async with self._write() as db:
+            found = await all_rows(db, sql.CLAIMABLE_DELIVERIES, (rows.dt_to_db(now), node, limit))
+            ids = [row["id"] for row in found]
+            if not ids:
+                return []
+            await db.executemany(
+                "UPDATE deliveries SET claimed_by = ?, claimed_until = ? WHERE id = ?",
+                [(node, until, delivery_id) for delivery_id in ids],
+            )
+            marks = ", ".join("?" * len(ids))
+            taken = await all_rows(
+                db,
+                f"SELECT * FROM deliveries WHERE id IN ({marks}) ORDER BY received_at, rowid",
+                ids,
+            )
+        return [rows.delivery_from_row(row) for row in taken]
+
     # -- tasks: reads -------------------------------------------------------------------
     async def _task(self, db: aiosqlite.Connection, task_id: int) -> Task | None:
         """One task inside the caller's transaction."""
@@ -312,7 +334,13 @@ class SqliteTaskStore:
             assert cursor.lastrowid is not None
             return await self._task(db, cursor.lastrowid)
 
-    async def claim_next(self, now: datetime, daily_budget_usd: float) -> Claim:
+    async def claim_next(
+        self,
+        now: datetime,
+        daily_budget_usd: float,
+        node: str = LOCAL_NODE,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> Claim:
         """Start the oldest eligible task if its cap fits today's budget; else say who waits."""
         day = utc_day(now).isoformat()
         async with self._write() as db:
@@ -324,17 +352,28 @@ class SqliteTaskStore:
             reserved = await sum_of(
                 db, "SELECT SUM(reserved_usd) FROM tasks WHERE state = 'running'"
             )
-            if spent + reserved + task.budget_usd <= daily_budget_usd + BUDGET_EPSILON:
-                return Claim(await self._set(db, task.id, rows.started(task, now)))
+            if fits(spent + reserved, task.budget_usd, daily_budget_usd):
+                started = rows.started(task, now, node, lease_s)
+                return Claim(await self._set(db, task.id, started))
             if task.wait_reason != WAITING_FOR_BUDGET:
                 task = await self._set(
                     db, task.id, {"wait_reason": WAITING_FOR_BUDGET, "updated_at": now}
                 )
             return Claim(None, waiting_for_budget=task)
 
+    async def renew(self, task_id: int, lease: Lease, now: datetime, lease_s: float) -> Task | None:
+        """Extend a held lease to now + lease_s; None when the lease is no longer held."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE tasks SET lease_expires_at = ? "
+                "WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempt = ?",
+                (rows.dt_to_db(rows.lease_until(now, lease_s)), task_id, lease.node, lease.attempt),
+            )
+            return await self._task(db, task_id) if cursor.rowcount == 1 else None
+
     async def update(self, task_id: int, **fields: object) -> Task:
         """Change bookkeeping fields (never state, attempt or cost); KeyError if unknown."""
-        _check_fields(fields)
+        check_fields(fields)
         async with self._write() as db:
             task = await self._task(db, task_id)
             if task is None:
@@ -349,28 +388,38 @@ class SqliteTaskStore:
         state: TaskState,
         now: datetime,
         cost_usd: float,
+        lease: Lease | None = None,
         **fields: object,
     ) -> Task:
-        """End a running attempt: book its cost on the ledger, release the reservation."""
-        if not state.terminal:
-            raise ValueError(f"finish needs a terminal state, not {state.value}")
-        if not math.isfinite(cost_usd) or cost_usd < 0:
-            raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
-        _check_fields(fields)
+        """End a running attempt: book its cost on the ledger, release the reservation.
+
+        With a lease the attempt must still hold the task; if it lost it, only its cost
+        is booked and LeaseLost is raised.
+        """
+        check_finish(state, cost_usd, fields)
+        lost: Task | None = None
         async with self._write() as db:
             task = await self._task(db, task_id)
             if task is None:
                 raise KeyError(task_id)
-            if task.state is not TaskState.RUNNING:
+            attempt = task.attempt if lease is None else lease.attempt
+            if lease is not None and not holds(task, lease):
+                lost = task
+            elif task.state is not TaskState.RUNNING:
                 raise ValueError(f"task {task_id} is {task.state.value}, not running")
             cursor = await db.execute(
                 "INSERT OR IGNORE INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (utc_day(now).isoformat(), task_id, task.attempt, cost_usd, rows.dt_to_db(now)),
+                (utc_day(now).isoformat(), task_id, attempt, cost_usd, rows.dt_to_db(now)),
             )
             booked = cost_usd if cursor.rowcount == 1 else 0.0
-            ended = rows.finished(state, now, task.cost_usd + booked)
-            return await self._set(db, task_id, {**fields, **ended})
+            if lost is None:
+                ended = rows.finished(state, now, task.cost_usd + booked)
+                return await self._set(db, task_id, {**fields, **ended})
+            if booked:
+                lost = await self._set(db, task_id, {"cost_usd": task.cost_usd + booked})
+        assert lease is not None
+        raise LeaseLost(task_id, lease, lost)
 
     async def cancel(self, task_id: int, now: datetime, reason: str) -> Task | None:
         """Queued: cancelled at once. Running: cancel_requested set. Terminal: None."""
@@ -392,19 +441,19 @@ class SqliteTaskStore:
                 return None
             return await self._set(db, task_id, rows.requeued(task.attempt + 1, now))
 
-    async def requeue_running(self, now: datetime) -> list[Task]:
-        """Return every running task (a crash orphan) to the queue as its next attempt.
+    async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
+        """Return running tasks whose lease expired, or that `node` held, to the queue.
 
         An orphan whose cancel was already asked for ends cancelled instead: a restart must
         not revive work somebody stopped.
         """
         async with self._write() as db:
-            found = await all_rows(db, "SELECT * FROM tasks WHERE state = 'running' ORDER BY id")
+            query = f"SELECT * FROM tasks WHERE {sql.EXPIRED} ORDER BY id"
+            found = await all_rows(db, query, (rows.dt_to_db(now), node))
             requeued = []
             for t in (rows.task_from_row(row) for row in found):
                 if t.cancel_requested:
-                    ended = {**rows.cancelled(now, "cancelled (ghapp restarted while stopping it)")}
-                    await self._set(db, t.id, {**ended, "reserved_usd": 0.0})
+                    await self._set(db, t.id, rows.cancelled(now, ORPHAN_CANCELLED))
                 else:
                     requeued.append(await self._set(db, t.id, rows.requeued(t.attempt + 1, now)))
             return requeued

@@ -66,8 +66,12 @@ class TelegramBot:
         *,
         api_url: str = DEFAULT_API_URL,
         config: BotConfig | None = None,
+        polling: bool = True,
     ) -> None:
         self.config = config or BotConfig()
+        self._polling = polling  # False: send only, until an election makes this process poll
+        self._ready = False
+        self._poll_lock = asyncio.Lock()
         self.chat_ids = frozenset(chat_ids)
         self.console = Console(service, log_reader)
         timeout = self.config.request_timeout_s
@@ -96,6 +100,41 @@ class TelegramBot:
         """True once the Bot API answered and polling runs."""
         return self.app.running
 
+    @property
+    def polling(self) -> bool:
+        """True while this process fetches updates (only one process per token may)."""
+        updater = self.app.updater
+        return updater is not None and updater.running
+
+    async def set_polling(self, on: bool) -> None:
+        """Leader election hook: start or stop fetching updates; sending goes on either way."""
+        self._polling = on
+        if on and self._ready:
+            await self._start_polling()
+        elif not on:
+            await self._stop_polling()
+
+    async def _start_polling(self) -> None:
+        """Begin long polling once; a second call while it runs does nothing."""
+        async with self._poll_lock:
+            updater = self.app.updater
+            if updater is not None and not updater.running and self._polling:
+                await updater.start_polling(
+                    timeout=timedelta(seconds=self.config.poll_timeout_s),
+                    allowed_updates=[Update.MESSAGE],
+                    error_callback=self._on_poll_error,
+                )
+
+    async def _stop_polling(self) -> None:
+        """End long polling; PTB may sleep out a backoff first, so it is bounded."""
+        async with self._poll_lock:
+            updater = self.app.updater
+            if updater is not None and updater.running:
+                try:
+                    await asyncio.wait_for(updater.stop(), self.config.stop_timeout_s)
+                except TimeoutError:
+                    log.warning("Telegram polling did not stop in time; cancelled it")
+
     async def start(self) -> None:
         """Start sending and connect in the background; never fails ghapp's start."""
         if not self.chat_ids:
@@ -113,13 +152,8 @@ class TelegramBot:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         await self.outbox.stop()
-        updater = self.app.updater
         try:
-            if updater is not None and updater.running:
-                try:  # PTB sleeps out its polling backoff first (up to 30 s while Telegram is down)
-                    await asyncio.wait_for(updater.stop(), self.config.stop_timeout_s)
-                except TimeoutError:
-                    log.warning("Telegram polling did not stop in time; cancelled it")
+            await self._stop_polling()  # bounded: PTB sleeps out its backoff while Telegram is down
             if self.app.running:
                 await self.app.stop()
             await self.app.shutdown()
@@ -143,15 +177,11 @@ class TelegramBot:
                 await self.app.initialize()
                 self._username = self.app.bot.username
                 self.outbox.ready.set()
-                updater = self.app.updater
-                if updater is not None and not updater.running:
-                    await updater.start_polling(
-                        timeout=timedelta(seconds=self.config.poll_timeout_s),
-                        allowed_updates=[Update.MESSAGE],
-                        error_callback=self._on_poll_error,
-                    )
+                await self._start_polling()
                 if not self.app.running:
                     await self.app.start()
+                self._ready = True
+                await self._start_polling()  # an election may have been won meanwhile
             except InvalidToken:
                 log.error("Telegram rejected TELEGRAM_BOT_TOKEN; the bot stays off")
                 return
@@ -160,7 +190,11 @@ class TelegramBot:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.connect_backoff_max_s)
                 continue
-            log.info("Telegram bot @%s connected", self._username)
+            log.info(
+                "Telegram bot @%s connected (%s)",
+                self._username,
+                "polling" if self.polling else "sending only",
+            )
             await self._set_commands()
             return
 

@@ -23,8 +23,12 @@ from hypothesis import strategies as st
 
 from ghapp.core.model import (
     ACTIVE_STATES,
+    DEFAULT_LEASE_S,
+    LOCAL_NODE,
     MUTABLE_FIELDS,
     Installation,
+    Lease,
+    LeaseLost,
     LedgerEntry,
     NewTask,
     Project,
@@ -76,6 +80,21 @@ async def started(store: TaskStore, issue: int = 1, now: datetime = T0, **extra:
     """Create a task and claim it (the queue must hold nothing older)."""
     task = await queued(store, issue, now, **extra)
     claim = await store.claim_next(now, PLENTY)
+    assert claim.task is not None and claim.task.id == task.id
+    return claim.task
+
+
+async def leased(
+    store: TaskStore,
+    issue: int,
+    now: datetime,
+    node: str,
+    lease_s: float = 600.0,
+    **extra: Any,
+) -> Task:
+    """Create a task and claim it for `node` (the queue must hold nothing older)."""
+    task = await queued(store, issue, now, **extra)
+    claim = await store.claim_next(now, PLENTY, node, lease_s)
     assert claim.task is not None and claim.task.id == task.id
     return claim.task
 
@@ -498,27 +517,160 @@ class TaskStoreContract:
         still_failed = await store.get_task(failed.id)
         assert still_failed is not None and still_failed.state is TaskState.FAILED
 
-    async def test_requeue_running_returns_orphans_unless_cancel_was_asked(
+    async def test_restarted_node_requeues_its_orphans_unless_cancel_was_asked(
         self, store: TaskStore
     ) -> None:
-        a = await started(store, 1, budget=2.0)
-        b = await started(store, 2, at(1), budget=3.0)
-        waiting = await queued(store, 3, at(2))
+        a = await leased(store, 1, T0, "n1", budget=2.0)
+        b = await leased(store, 2, at(1), "n1", budget=3.0)
+        other = await leased(store, 3, at(1), "n2", budget=1.0)
+        waiting = await queued(store, 4, at(2))
         await store.cancel(b.id, at(3), "stop")
-        requeued = await store.requeue_running(at(4))
+        assert await store.requeue_expired(at(3)) == []  # no lease ran out yet
+        requeued = await store.requeue_expired(at(3), "n1")  # n1 restarted: its tasks are orphans
         assert [t.id for t in requeued] == [a.id]
         stopped = await store.get_task(b.id)
         assert stopped is not None and stopped.state is TaskState.CANCELLED  # cancel survives
-        assert stopped.reserved_usd == 0.0
+        assert stopped.reserved_usd == 0.0 and stopped.lease_owner is None
         for task in requeued:
             assert task.state is TaskState.QUEUED and task.attempt == 2
             assert task.reserved_usd == 0.0
+            assert task.lease_owner is None and task.lease_expires_at is None
             assert await store.get_task(task.id) == task
-        assert (await store.budget(DAY1, 10.0)).reserved_usd == 0.0
+        assert (await store.budget(DAY1, 10.0)).reserved_usd == pytest.approx(1.0)
+        assert await store.get_task(other.id) == other  # n2 is alive: its task stays
         assert await store.get_task(waiting.id) == waiting
-        assert await store.requeue_running(at(5)) == []
+        assert await store.requeue_expired(at(5), "n1") == []
         claim = await store.claim_next(at(6), PLENTY)
         assert claim.task is not None and claim.task.id == a.id and claim.task.attempt == 2
+
+    # -- leases -------------------------------------------------------------------------
+    async def test_claim_leases_the_task_to_its_node(self, store: TaskStore) -> None:
+        task = await queued(store, 1)
+        claim = await store.claim_next(at(1), PLENTY, "worker-a", 30.0)
+        assert claim.task is not None and claim.task.id == task.id
+        assert claim.task.lease_owner == "worker-a"
+        assert claim.task.lease_expires_at == at(1) + timedelta(seconds=30)
+        assert await store.get_task(task.id) == claim.task
+        default = await started(store, 2, at(2))
+        assert default.lease_owner == LOCAL_NODE
+        assert default.lease_expires_at == at(2) + timedelta(seconds=DEFAULT_LEASE_S)
+
+    async def test_only_the_holder_renews_its_lease(self, store: TaskStore) -> None:
+        task = await leased(store, 1, T0, "n1", lease_s=10.0)
+        mine = Lease("n1", 1)
+        renewed = await store.renew(task.id, mine, T0 + timedelta(seconds=5), 10.0)
+        assert renewed is not None and renewed.lease_expires_at == T0 + timedelta(seconds=15)
+        assert renewed.state is TaskState.RUNNING and renewed.attempt == 1
+        assert await store.get_task(task.id) == renewed
+        assert await store.renew(task.id, Lease("n2", 1), T0, 10.0) is None
+        assert await store.renew(task.id, Lease("n1", 2), T0, 10.0) is None
+        assert await store.renew(999, mine, T0, 10.0) is None
+        assert await store.requeue_expired(T0 + timedelta(seconds=14)) == []
+        await store.finish(task.id, TaskState.SUCCEEDED, at(1), 0.1, lease=mine)
+        assert await store.renew(task.id, mine, at(1), 10.0) is None  # ended: nothing to hold
+
+    async def test_expired_lease_returns_the_task_as_its_next_attempt(
+        self, store: TaskStore
+    ) -> None:
+        task = await leased(store, 1, T0, "n1", budget=2.0, lease_s=10.0)
+        assert await store.requeue_expired(T0 + timedelta(seconds=9)) == []
+        [back] = await store.requeue_expired(T0 + timedelta(seconds=10))
+        assert back.id == task.id and back.state is TaskState.QUEUED and back.attempt == 2
+        assert back.lease_owner is None and back.reserved_usd == 0.0
+        assert await store.renew(task.id, Lease("n1", 1), at(1), 10.0) is None  # too late
+        claim = await store.claim_next(at(1), PLENTY, "n2", 10.0)
+        assert claim.task is not None and claim.task.id == task.id
+        assert (claim.task.attempt, claim.task.lease_owner) == (2, "n2")
+
+    async def test_giving_a_lease_up_lets_any_node_resume_the_task(self, store: TaskStore) -> None:
+        task = await leased(store, 1, T0, "n1")
+        given_up = await store.renew(task.id, Lease("n1", 1), at(1), 0.0)
+        assert given_up is not None and given_up.lease_expires_at == at(1)
+        [back] = await store.requeue_expired(at(1))
+        assert back.id == task.id and back.attempt == 2
+
+    async def test_finish_after_losing_the_lease_only_books_the_cost(
+        self, store: TaskStore
+    ) -> None:
+        task = await leased(store, 1, T0, "n1", budget=2.0, lease_s=10.0)
+        await store.requeue_expired(at(1))
+        claim = await store.claim_next(at(2), PLENTY, "n2", 600.0)
+        assert claim.task is not None and claim.task.attempt == 2
+        for _ in range(2):  # a second report of the lost attempt books nothing more
+            with pytest.raises(LeaseLost):
+                await store.finish(
+                    task.id, TaskState.SUCCEEDED, at(3), 0.75, Lease("n1", 1), summary="stale"
+                )
+        current = await store.get_task(task.id)
+        assert current is not None and current.state is TaskState.RUNNING
+        assert current.lease_owner == "n2" and current.summary is None
+        assert current.cost_usd == pytest.approx(0.75) and current.reserved_usd == 2.0
+        done = await store.finish(task.id, TaskState.SUCCEEDED, at(4), 0.5, Lease("n2", 2))
+        assert done.state is TaskState.SUCCEEDED and done.cost_usd == pytest.approx(1.25)
+        assert (await store.budget(DAY1, 10.0)).entries == (
+            LedgerEntry(DAY1, task.id, 1, 0.75),
+            LedgerEntry(DAY1, task.id, 2, 0.5),
+        )
+        with pytest.raises(LeaseLost):  # ended: no lease holds it any more
+            await store.finish(task.id, TaskState.FAILED, at(5), 0.0, Lease("n2", 2))
+
+    async def test_finish_of_a_requeued_attempt_is_lost(self, store: TaskStore) -> None:
+        task = await leased(store, 1, T0, "n1")
+        await store.requeue_expired(at(1), "n1")
+        with pytest.raises(LeaseLost):
+            await store.finish(task.id, TaskState.FAILED, at(2), 0.0, Lease("n1", 1))
+        again = await store.get_task(task.id)
+        assert again is not None and again.state is TaskState.QUEUED and again.attempt == 2
+
+    async def test_concurrent_claims_never_overspend_the_daily_budget(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        for issue in range(12):
+            await queued(store, issue, at(issue), budget=1.0)
+        claims = await asyncio.gather(
+            *(s.claim_next(at(30), 5.0, f"node-{i}") for i, s in enumerate([store, other] * 8))
+        )
+        assert sum(c.task is not None for c in claims) == 5
+        assert (await store.budget(DAY1, 5.0)).reserved_usd == pytest.approx(5.0)
+        assert all(c.waiting_for_budget is not None for c in claims if c.task is None)
+
+    async def test_claimed_deliveries_go_to_one_node_until_the_claim_expires(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        for delivery_id, minutes in (("d1", 1), ("d2", 2), ("d3", 3)):
+            await store.add_delivery(delivery_id, "issues", b"{}", at(minutes))
+        assert [d.id for d in await store.claim_deliveries("n1", at(5), 60, limit=2)] == [
+            "d1",
+            "d2",
+        ]
+        assert [d.id for d in await other.claim_deliveries("n2", at(5), 60)] == ["d3"]
+        again = await other.claim_deliveries("n2", at(5), 60)  # its own again, never n1's
+        assert [d.id for d in again] == ["d3"]
+        await other.mark_delivery("d3", at(5))
+        again = await store.claim_deliveries("n1", at(5), 60)  # a restarted n1 takes its own back
+        assert [d.id for d in again] == ["d1", "d2"] and again[0].body == b"{}"
+        await store.mark_delivery("d1", at(5))
+        assert await other.claim_deliveries("n2", at(5) + timedelta(seconds=59), 60) == []
+        late = await other.claim_deliveries("n2", at(6), 60)  # n1's claim ran out
+        assert [d.id for d in late] == ["d2"]
+        assert [d.id for d in await store.pending_deliveries()] == ["d2"]
+
+    async def test_concurrent_delivery_claims_split_the_inbox(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        for i in range(30):
+            await store.add_delivery(f"d{i:02}", "issues", b"{}", at(i))
+        batches = await asyncio.gather(
+            *(
+                s.claim_deliveries(f"n{i}", at(40), 60, limit=4)
+                for i, s in enumerate([store, other] * 5)
+            )
+        )
+        got = [d.id for batch in batches for d in batch]
+        assert len(got) == 30 and set(got) == {f"d{i:02}" for i in range(30)}
 
     # -- update -----------------------------------------------------------------------
     async def test_update_changes_bookkeeping_fields(self, store: TaskStore) -> None:
@@ -637,7 +789,10 @@ class TaskStoreContract:
     @settings(
         max_examples=60,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(ops=st.lists(_OPERATION, min_size=20, max_size=50))
     async def test_invariants_hold_under_any_operations(
@@ -648,7 +803,7 @@ class TaskStoreContract:
         example = next(_example_repos)
         repo, start = f"prop/r{example}", T0 + timedelta(days=PROPERTY_DAYS * example)
         now, ids = start, list[int]()
-        await store.requeue_running(now)
+        await store.requeue_expired(now, LOCAL_NODE)
         for leftover in await store.list_tasks([TaskState.QUEUED], limit=1_000_000):
             await store.cancel(leftover.id, now, "previous example")
         for op in ops:
@@ -663,7 +818,7 @@ class TaskStoreContract:
             elif kind == "tick":
                 now += timedelta(minutes=op[1])
             elif kind == "requeue":
-                await store.requeue_running(now)
+                await store.requeue_expired(now, LOCAL_NODE)
             elif ids:
                 running = [t.id for t in await store.list_tasks([TaskState.RUNNING])]
                 pool = running if kind == "finish" and running and op[1] != 7 else ids

@@ -1,0 +1,42 @@
+"""Decisions every TaskStore backend makes the same way, so SQLite and PostgreSQL agree."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from ghapp.core.model import MUTABLE_FIELDS, Lease, Task, TaskState
+
+BUDGET_EPSILON = 1e-9
+WAITING_FOR_BUDGET = "waiting for daily budget"
+ORPHAN_CANCELLED = "cancelled (its worker went away while stopping it)"
+
+
+def check_fields(fields: Mapping[str, object]) -> None:
+    """Refuse, before any change, fields that only transitions may touch."""
+    refused = sorted(set(fields) - MUTABLE_FIELDS)
+    if refused:
+        raise KeyError(f"fields not updatable: {', '.join(refused)}")
+
+
+def check_finish(state: TaskState, cost_usd: float, fields: Mapping[str, object]) -> None:
+    """Refuse, before any change, a finish no store may record."""
+    if not state.terminal:
+        raise ValueError(f"finish needs a terminal state, not {state.value}")
+    if not math.isfinite(cost_usd) or cost_usd < 0:
+        raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
+    check_fields(fields)
+
+
+def holds(task: Task, lease: Lease) -> bool:
+    """Whether this lease still runs the task: same node, same attempt, still running."""
+    return (
+        task.state is TaskState.RUNNING
+        and task.lease_owner == lease.node
+        and task.attempt == lease.attempt
+    )
+
+
+def fits(spent_and_reserved: float, budget_usd: float, daily_budget_usd: float) -> bool:
+    """Whether a task's whole cap still fits in today's budget."""
+    return spent_and_reserved + budget_usd <= daily_budget_usd + BUDGET_EPSILON

@@ -1,0 +1,163 @@
+"""The TaskStore contract against PostgreSQL, plus what only the PostgreSQL adapter promises."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import asyncpg
+import pytest
+
+from ghapp.core.model import TaskState
+from ghapp.store.pg_schema import SCHEMA_VERSION
+from ghapp.store.postgres import PostgresTaskStore
+from tests.contract.task_store_contract import (
+    PLENTY,
+    T0,
+    StoreFactory,
+    TaskStoreContract,
+    at,
+    new,
+    queued,
+)
+from tests.fakes.postgres import PgServer, require_postgres
+
+DATABASE = "contract"
+
+
+@pytest.fixture
+def pg() -> PgServer:
+    server = require_postgres()
+    if server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'") != "1":
+        server.psql(f"CREATE DATABASE {DATABASE}")
+    return server
+
+
+@pytest.fixture
+async def dsn(pg: PgServer) -> AsyncIterator[str]:
+    """A fresh schema per test in one shared database: quicker than a database each."""
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg.dsn(DATABASE))
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield pg.dsn(DATABASE, search_path=schema)
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await admin.close()
+
+
+class TestPostgresTaskStore(TaskStoreContract):
+    """Runs every contract test on a fresh PostgreSQL schema per test."""
+
+    @pytest.fixture
+    async def open_store(self, dsn: str) -> AsyncIterator[StoreFactory]:
+        opened: list[PostgresTaskStore] = []
+
+        async def factory() -> PostgresTaskStore:
+            store = PostgresTaskStore(dsn)
+            await store.migrate()
+            opened.append(store)
+            return store
+
+        yield factory
+        for store in opened:
+            await store.close()
+
+    @pytest.fixture
+    async def store(self, open_store: StoreFactory) -> PostgresTaskStore:
+        store = await open_store()
+        assert isinstance(store, PostgresTaskStore)
+        return store
+
+    # -- PostgreSQL only --------------------------------------------------------------
+    async def test_processes_starting_together_migrate_once(self, dsn: str) -> None:
+        stores = [PostgresTaskStore(dsn, max_connections=2) for _ in range(6)]
+        try:
+            await asyncio.gather(*(s.migrate() for s in stores))
+            conn = await asyncpg.connect(dsn)
+            try:
+                assert await conn.fetch("SELECT version FROM ghapp_schema") == [(SCHEMA_VERSION,)]
+            finally:
+                await conn.close()
+            task = await queued(stores[0])
+            assert await stores[5].get_task(task.id) == task
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+
+    async def test_newer_schema_is_refused(self, dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE TABLE ghapp_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO ghapp_schema VALUES ($1)", SCHEMA_VERSION + 1)
+        finally:
+            await conn.close()
+        store = PostgresTaskStore(dsn)
+        try:
+            with pytest.raises(RuntimeError, match="newer"):
+                await store.migrate()
+        finally:
+            await store.close()
+
+    async def test_unopened_store_says_so(self, dsn: str) -> None:
+        store = PostgresTaskStore(dsn)
+        with pytest.raises(RuntimeError, match="migrate"):
+            await store.get_task(1)
+        assert await store.ping() is False
+        await store.close()
+
+    async def test_unreachable_server_fails_ping_not_the_caller(self) -> None:
+        store = PostgresTaskStore("postgresql://postgres@127.0.0.1:1/nothing")
+        with pytest.raises(OSError):
+            await store.migrate()
+        assert await store.ping() is False
+
+    async def test_naive_datetimes_are_refused(self, store: PostgresTaskStore) -> None:
+        with pytest.raises(ValueError, match="naive"):
+            await store.create_task(new(1), datetime(2024, 5, 1, 12, 0))
+        assert await store.count(TaskState.QUEUED) == 0
+
+    async def test_failed_statement_rolls_back_and_store_stays_usable(
+        self, store: PostgresTaskStore
+    ) -> None:
+        task = await queued(store, 1)
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await store.update(task.id, summary="half", installation_id=None)
+        assert await store.get_task(task.id) == task
+        claim = await store.claim_next(at(1), PLENTY)
+        assert claim.task is not None and claim.task.id == task.id
+
+    async def test_database_itself_refuses_two_active_tasks_per_issue(
+        self, store: PostgresTaskStore, dsn: str
+    ) -> None:
+        await queued(store, 1)
+        conn = await asyncpg.connect(dsn)
+        try:
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(
+                    "INSERT INTO tasks (source, repo, installation_id, issue_number, requester,"
+                    " instructions, budget_usd, state, created_at, updated_at)"
+                    " VALUES ('label', 'OCTO/app', 7, 1, 'x', 'y', 1, 'queued', $1, $1)",
+                    T0,
+                )
+        finally:
+            await conn.close()
+
+    async def test_cancel_and_new_work_are_announced(
+        self, store: PostgresTaskStore, dsn: str
+    ) -> None:
+        heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        conn = await asyncpg.connect(dsn)
+        try:
+            for channel in ("ghapp_queue", "ghapp_cancel"):
+                await conn.add_listener(
+                    channel, lambda _c, _p, ch, msg: heard.put_nowait((ch, msg))
+                )
+            task = await queued(store, 1)
+            assert await asyncio.wait_for(heard.get(), 5) == ("ghapp_queue", "")
+            await store.claim_next(at(1), PLENTY)
+            await store.cancel(task.id, at(2), "stop")
+            assert await asyncio.wait_for(heard.get(), 5) == ("ghapp_cancel", str(task.id))
+        finally:
+            await conn.close()
