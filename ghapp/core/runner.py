@@ -217,7 +217,7 @@ class TaskRunner:
                 waiting = claim.waiting_for_budget
                 if waiting is not None and waiting.id not in self._waiting_announced:
                     self._waiting_announced.add(waiting.id)
-                    await self.reporter.track(waiting, position=1)
+                    await self._track(waiting, position=1)
                     await self.reporter.notify(
                         "budget_wait", f"Task #{waiting.id} is {WAITING_FOR_BUDGET}", waiting
                     )
@@ -294,7 +294,7 @@ class TaskRunner:
         """Prepare, run the agent, then let git decide what happened."""
         log_path = self.config.log_dir / f"task-{task.id}-attempt-{task.attempt}.log"
         task = await self.store.update(task.id, log_path=str(log_path), wait_reason=None)
-        await self.reporter.track(task)
+        task = await self._track(task)
         await self.reporter.notify(
             "started", f"Task #{task.id} started: {task.repo}#{task.issue_number}", task
         )
@@ -314,6 +314,15 @@ class TaskRunner:
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
+
+    async def _track(self, task: Task, log_tail: str = "", position: int | None = None) -> Task:
+        """Write the tracking comment; remember its id if this call had to create it."""
+        comment_id = await self.reporter.track(task, log_tail=log_tail, position=position)
+        if comment_id is None or task.tracking_comment_id is not None:
+            return task
+        with contextlib.suppress(Exception):
+            await self.store.update(task.id, tracking_comment_id=comment_id)
+        return replace(task, tracking_comment_id=comment_id)
 
     async def _with_token(self, task: Task, git_call: Callable[[str], Awaitable[T]]) -> T:
         """A git call with the installation token; once more with a fresh one if it fails."""
@@ -355,7 +364,7 @@ class TaskRunner:
             with contextlib.suppress(Exception):
                 running = (await self.logs.cost(log_path) or 0.0) if self.logs else 0.0
                 current = await self.store.get_task(task.id) or task
-                await self.reporter.track(replace(current, cost_usd=current.cost_usd + running))
+                await self._track(replace(current, cost_usd=current.cost_usd + running))
 
     async def _publish(
         self,
@@ -430,7 +439,7 @@ class TaskRunner:
         if result.state is TaskState.FAILED and done.log_path and self.logs is not None:
             with contextlib.suppress(Exception):
                 tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
-        await self.reporter.track(done, log_tail=tail)
+        await self._track(done, log_tail=tail)
         if result.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")
             await self.reporter.notify(

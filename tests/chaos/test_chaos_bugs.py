@@ -73,7 +73,6 @@ class FlakyForge(MemoryForge):
         return await super().comment(installation_id, repo, number, body)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_1)
 async def test_one_tracking_comment_after_the_first_one_failed(tmp_path: Path) -> None:
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
     await store.migrate()
