@@ -157,6 +157,10 @@ class TaskStore(Protocol):
         """Failed or cancelled: back to queued as the next attempt. Otherwise None."""
         ...
 
+    async def book_cost(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> bool:
+        """Book the cost of an attempt that died unfinished, once; False if already booked."""
+        ...
+
     async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.
 

@@ -163,6 +163,7 @@ class TaskRunner:
         """Return this node's crash orphans and expired leases to the queue, then claim."""
         for task in await self.store.requeue_expired(self.clock.now(), self.config.node):
             log.warning("task %s was running when its worker stopped; queued again", task.id)
+            await self._book_dead_attempt(task)
         self._swept_at = time.monotonic()
         self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
 
@@ -196,11 +197,21 @@ class TaskRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
 
+    async def _book_dead_attempt(self, task: Task) -> None:
+        """Book what the attempt that died spent, as its log tells (its worker never could)."""
+        if self.logs is None or not task.log_path:
+            return
+        with contextlib.suppress(Exception):
+            cost = await self.logs.cost(Path(task.log_path))
+            if cost:
+                await self.store.book_cost(task.id, task.attempt - 1, self.clock.now(), cost)
+
     async def sweep(self) -> None:
         """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
         self._swept_at = time.monotonic()
         for task in await self.store.requeue_expired(self.clock.now()):
             log.warning("task %s: its worker's lease expired; queued again", task.id)
+            await self._book_dead_attempt(task)
 
     async def fill(self) -> None:
         """Start queued tasks until the concurrency limit or the budget says stop."""

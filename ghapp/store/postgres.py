@@ -8,6 +8,7 @@ their primary key; changes that matter to other nodes are announced with NOTIFY.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -266,6 +267,28 @@ class PostgresTaskStore(PgBase):
                 return again
         except asyncpg.UniqueViolationError:  # the issue has another active task
             return None
+
+    async def book_cost(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> bool:
+        """Book the cost of an attempt that died unfinished, once; False if already booked."""
+        if not math.isfinite(cost_usd) or cost_usd < 0:
+            raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
+        async with self._tx() as conn:
+            booked = await conn.fetchval(
+                "INSERT INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, attempt) DO NOTHING "
+                "RETURNING id",
+                utc_day(now),
+                task_id,
+                attempt,
+                float(cost_usd),
+                pg_value(now),
+            )
+            if booked is None:
+                return False
+            await conn.execute(
+                "UPDATE tasks SET cost_usd = cost_usd + $1 WHERE id = $2", float(cost_usd), task_id
+            )
+            return True
 
     async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -440,6 +441,23 @@ class SqliteTaskStore:
             if await self._active(db, task.repo, task.issue_number):
                 return None
             return await self._set(db, task_id, rows.requeued(task.attempt + 1, now))
+
+    async def book_cost(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> bool:
+        """Book the cost of an attempt that died unfinished, once; False if already booked."""
+        if not math.isfinite(cost_usd) or cost_usd < 0:
+            raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
+        async with self._write() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (utc_day(now).isoformat(), task_id, attempt, cost_usd, rows.dt_to_db(now)),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await db.execute(
+                "UPDATE tasks SET cost_usd = cost_usd + ? WHERE id = ?", (cost_usd, task_id)
+            )
+            return True
 
     async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.

@@ -200,7 +200,6 @@ async def test_one_tracking_comment_after_a_kill_right_after_it_was_created(live
 
 @pytest.mark.cli
 @pytest.mark.sandbox
-@pytest.mark.xfail(strict=True, reason=BUG_2)
 async def test_the_spend_of_an_attempt_killed_with_ghapp_is_booked(live: Live) -> None:
     await live.ghapp.start()
     await live.label("slow")

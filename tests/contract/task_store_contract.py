@@ -672,6 +672,16 @@ class TaskStoreContract:
         got = [d.id for batch in batches for d in batch]
         assert len(got) == 30 and set(got) == {f"d{i:02}" for i in range(30)}
 
+    async def test_book_cost_of_a_dead_attempt_once(self, store: TaskStore) -> None:
+        task = await started(store, 1)
+        assert await store.book_cost(task.id, task.attempt, at(1), 0.4) is True
+        assert await store.book_cost(task.id, task.attempt, at(2), 0.9) is False  # once
+        booked = await store.get_task(task.id)
+        assert booked is not None and booked.cost_usd == pytest.approx(0.4)
+        assert (await store.budget(DAY1, 10.0)).spent_usd == pytest.approx(0.4)
+        with pytest.raises(ValueError):
+            await store.book_cost(task.id, 9, at(3), -1.0)
+
     # -- update -----------------------------------------------------------------------
     async def test_update_changes_bookkeeping_fields(self, store: TaskStore) -> None:
         task = await started(store, 1)
