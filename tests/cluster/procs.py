@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -18,12 +17,6 @@ from aiohttp import web
 from ghapp.agent.claude import RUN_MARKER, marked_pids
 from tests.fakes.stack import eventually
 from tests.fakes.telegram import FakeTelegram
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from tests.cluster.procs import NamingTelegram, Proc, free_port
+from tests.cluster.procs import NamingTelegram, Proc
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
+from tests.fakes.ghapp_process import free_port
 from tests.fakes.postgres import require_postgres
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env, make_stack
