@@ -114,13 +114,18 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
-async def make_stack(worker_user: str | None, claude_bin: str = "claude", **extra: Any) -> Stack:
+async def make_stack(
+    worker_user: str | None,
+    claude_bin: str = "claude",
+    github_type: type[FakeGitHub] = FakeGitHub,
+    **extra: Any,
+) -> Stack:
     """Fake GitHub with one installed repository, and Settings pointing ghapp at it."""
     root = shared_tmp("ghapp-stack-")
     git_root = root / "git"
     git_root.mkdir()
     make_bare_repo(git_root, REPO, {"README.md": "Hello World\n", "app.py": "print('hi')\n"})
-    github = FakeGitHub(git_root)
+    github = github_type(git_root)
     await github.start()
     github.add_repo(REPO, installation_id=1)
     github.set_permission(REPO, OWNER, "admin")

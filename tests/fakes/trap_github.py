@@ -17,10 +17,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from ghapp.config import Settings
-from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub, Handler
-from tests.fakes.stack import OWNER, REPO, SECRET, Stack, shared_tmp
+from tests.fakes.stack import REPO, Stack, make_stack
 
 Phase = Literal["before", "after"]
 
@@ -94,26 +92,7 @@ class TrapGitHub(FakeGitHub):
 
 async def make_trap_stack(worker_user: str | None, claude_bin: str, **extra: Any) -> Stack:
     """make_stack() with a TrapGitHub: one installed repo, issue #1 seeded, admin owner."""
-    root = shared_tmp("ghapp-chaos-")
-    git_root = root / "git"
-    git_root.mkdir()
-    make_bare_repo(git_root, REPO, {"README.md": "Hello World\n", "app.py": "print('hi')\n"})
-    github = TrapGitHub(git_root)
-    await github.start()
-    github.add_repo(REPO, installation_id=1)
-    github.set_permission(REPO, OWNER, "admin")
-    settings = Settings(
-        webhook_secret=SECRET,
-        app_id=str(github.app_id),
-        private_key=github.private_key_pem,
-        github_api_url=github.base_url,
-        data_dir=root / "data",
-        worker_user=worker_user,
-        claude_bin=claude_bin,
-        write_interval_s=0,
-        **extra,
-    )
-    return Stack(github, root, settings)
+    return await make_stack(worker_user, claude_bin, github_type=TrapGitHub, **extra)
 
 
 def bare_repo(stack: Stack) -> Path:
