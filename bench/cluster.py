@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sqlite3
 import statistics
@@ -40,7 +39,6 @@ from ghapp.store.postgres import PostgresTaskStore  # noqa: E402
 from ghapp.store.sqlite import SqliteTaskStore  # noqa: E402
 from tests.fakes.postgres import PgServer  # noqa: E402
 
-SECRET = "bench-secret"
 PATH = "/api/github/webhooks"
 
 
@@ -186,29 +184,12 @@ async def claims_run(
 
 
 def env_for(port: int, data: Path, url: str) -> dict[str, str]:
-    """A web process that never reaches GitHub during the run."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    """bench/webhook.py's web process, on the store at `url`."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import webhook
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MC_", "GITHUB_"))}
-    env.update(
-        WEBHOOK_SECRET=SECRET,
-        APP_ID="1",
-        PRIVATE_KEY=pem,
-        HOST="127.0.0.1",
-        PORT=str(port),
-        MC_DATA_DIR=str(data),
-        DATABASE_URL=url,
-        GITHUB_API_URL="http://127.0.0.1:9",
-        LOG_LEVEL="error",
-        PYTHONPATH=str(ROOT),
-    )
+    env = webhook.real_env(port, data)
+    env.update(DATABASE_URL=url, LOG_LEVEL="error")
     return env
 
 
