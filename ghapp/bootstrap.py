@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
+from ghapp.agent.factory import claude_worker
 from ghapp.agent.logview import AgentLogReader
 from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
@@ -211,20 +211,7 @@ def _runner(
 ) -> TaskRunner:
     """The task runner with its agent, mirrors and checkouts on this process's own disk."""
     if worker is None:
-        if settings.worker_user is None:
-            log.warning(
-                "MC_WORKER_USER is not set: the agent runs as the service user. "
-                "Development only; set MC_WORKER_USER in production."
-            )
-        worker = ClaudeWorker(
-            settings.claude_bin,
-            run_as=settings.worker_user,
-            model=settings.model,
-            anthropic_env=settings.anthropic_env,
-            extra_env=worker_env,
-            max_turns=settings.max_turns,
-            instance=hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12],
-        )
+        worker = claude_worker(settings, store, clock, worker_env)
     return TaskRunner(
         store,
         forge,

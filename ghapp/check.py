@@ -10,7 +10,11 @@ from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from ghapp.agent.claude import agent_identity
+from ghapp.agent.probe import memory_limit, prove
+from ghapp.agent.sandbox import find_bwrap, probe
 from ghapp.config import ConfigError, Settings, load_settings
+from ghapp.core.model import GhappError
 
 Check = tuple[str, bool, str]
 
@@ -78,6 +82,23 @@ def _sandbox(settings: Settings) -> Check:
     return ("sandbox user", True, f"{user} exists and cannot read {settings.data_dir}")
 
 
+def _isolation(settings: Settings) -> list[Check]:
+    """Start a real sandbox as the agent's would be, and prove what it cannot reach."""
+    if settings.sandbox == "none":
+        return [("sandbox", False, "MC_SANDBOX=none: the agent is not confined (development)")]
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return [("sandbox", False, "bwrap not found: apt-get install bubblewrap")]
+    try:
+        identity = agent_identity(settings.worker_user)
+    except GhappError as exc:
+        return [("sandbox", False, str(exc))]
+    why = probe(bwrap, identity.uid, identity.gid)
+    if why is not None:
+        return [("sandbox", False, why)]
+    return [*prove(bwrap, identity, settings.data_dir), memory_limit()]
+
+
 def _git(_: Settings) -> Check:
     found = shutil.which("git")
     return ("git", found is not None, found or "git not found on PATH")
@@ -94,7 +115,7 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
         return [("configuration", False, str(exc))]
     results: list[Check] = [("configuration", True, "all variables valid")]
     results += [check(settings) for check in CHECKS]
-    return results
+    return results + _isolation(settings)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

@@ -56,6 +56,15 @@ class Settings:
     log_format: str = "text"
     node_id: str = "local"
     lease_s: float = 60.0
+    sandbox: str = "bwrap"  # or "none": development only
+    agent_allow_hosts: str | None = None  # None: the default package registries
+    agent_max_procs: int = 512
+    agent_max_files: int = 4096
+    agent_memory_mb: int = 4096
+    agent_disk_mb: int = 10240
+    prices_path: Path | None = None
+    repo_agent_settings: bool = False
+    log_max_mb: int = 50
 
     @property
     def is_postgres(self) -> bool:
@@ -84,6 +93,7 @@ class Settings:
         """Values that must never reach the agent or a log."""
         values = [self.webhook_secret, self.private_key or "", self.telegram_token or ""]
         values.append(self.anthropic_env.get("ANTHROPIC_API_KEY", ""))
+        values.append(self.anthropic_env.get("ANTHROPIC_AUTH_TOKEN", ""))
         values.append(urlsplit(self.database_url).password or "")
         return tuple(v for v in values if v)
 
@@ -145,6 +155,12 @@ class _Reader:
         if value < minimum:
             raise ConfigError(f"{name}: must be >= {minimum}, got {raw!r}")
         return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.text(name) or "0").lower()
+        if raw not in {"0", "1", "true", "false", "yes", "no"}:
+            raise ConfigError(f"{name}: must be 1 or 0, got {raw!r}")
+        return raw in {"1", "true", "yes"}
 
 
 def _private_key(r: _Reader) -> str | None:
@@ -228,6 +244,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     fmt = (r.text("LOG_FORMAT", "text") or "text").lower()
     if fmt not in {"text", "json"}:
         raise ConfigError(f"LOG_FORMAT: must be text or json, got {fmt!r}")
+    sandbox = (r.text("MC_SANDBOX", "bwrap") or "bwrap").lower()
+    if sandbox not in {"bwrap", "none"}:
+        raise ConfigError(f"MC_SANDBOX: must be bwrap or none (development only), got {sandbox!r}")
+    prices = r.text("MC_PRICES")
     anthropic = {
         name: value
         for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
@@ -265,6 +285,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=fmt,
         node_id=r.text("MC_NODE_ID") or default_node_id(data_dir),
         lease_s=r.number("MC_LEASE_S", 60.0, minimum=1.0),
+        sandbox=sandbox,
+        agent_allow_hosts=r.env.get("MC_AGENT_ALLOW_HOSTS"),
+        agent_max_procs=r.integer("MC_AGENT_MAX_PROCS", 512, minimum=16),
+        agent_max_files=r.integer("MC_AGENT_MAX_FILES", 4096, minimum=64),
+        agent_memory_mb=r.integer("MC_AGENT_MEMORY_MB", 4096, minimum=256),
+        agent_disk_mb=r.integer("MC_AGENT_DISK_MB", 10240, minimum=1),
+        prices_path=Path(prices) if prices else None,
+        repo_agent_settings=r.flag("MC_REPO_AGENT_SETTINGS"),
+        log_max_mb=r.integer("MC_LOG_MAX_MB", 50, minimum=1),
     )
 
 

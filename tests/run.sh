@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
-  for tool in git:git npm:npm setpriv:util-linux chromium:chromium; do
+  for tool in git:git npm:npm setpriv:util-linux chromium:chromium bwrap:bubblewrap curl:curl; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
   done
   # PostgreSQL's server binaries (tests start their own cluster on loopback; see tests/fakes/postgres.py)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
-from ghapp.agent.stream import StreamError, StreamState, summaries
+from ghapp.agent.stream import summaries
 
 TAIL_BYTES = 2_000_000
-COST_BYTES = 50_000_000
 
 
 def _read_tail(path: Path, limit: int) -> list[str]:
@@ -32,29 +30,8 @@ async def readable_tail(path: Path) -> list[str]:
     return summaries(raw)
 
 
-def _cost(path: Path) -> float | None:
-    """The best cost the log tells (reported, else estimated from usage)."""
-    state = StreamState()
-    try:
-        lines = _read_tail(path, COST_BYTES)
-    except OSError:
-        return None
-    for line in lines:
-        with contextlib.suppress(StreamError):
-            state.feed(line)
-    return state.cost_usd
-
-
-async def cost_so_far(path: Path) -> float | None:
-    """Cost of a running attempt read from its log; None when there is no log yet."""
-    return await asyncio.to_thread(_cost, path)
-
-
 class AgentLogReader:
     """The LogReader port over stream-json logs."""
 
     async def tail(self, path: Path) -> list[str]:
         return await readable_tail(path)
-
-    async def cost(self, path: Path) -> float | None:
-        return await cost_so_far(path)

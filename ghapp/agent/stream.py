@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ghapp.core.model import GhappError
 
-# Opus-tier default prices per token (claude-cli.md §8), for an estimate when no result arrives.
-PRICE_INPUT = 5e-6
-PRICE_OUTPUT = 25e-6
-PRICE_CACHE_WRITE = 6.25e-6
-PRICE_CACHE_READ = 0.5e-6
 CLIP = 300
 
 
@@ -208,11 +203,9 @@ class StreamState:
     """Everything learned from the lines so far; feed it lines in order."""
 
     result: ResultInfo | None = None
-    reported_cost_usd: float | None = None
     session_id: str | None = None
     lines: int = 0
     bad_lines: int = 0
-    _usage: dict[str, float] = field(default_factory=dict)
 
     def feed(self, line: str) -> list[str]:
         """Take one line; return its summaries. StreamError for a line that is not an event."""
@@ -227,44 +220,9 @@ class StreamState:
         data = event.data
         if self.session_id is None and isinstance(data.get("session_id"), str):
             self.session_id = data["session_id"]
-        cost = _num(data.get("total_cost_usd"))
-        if cost is not None:
-            self.reported_cost_usd = cost
-        if event.type == "assistant":
-            self._track_usage(data)
-        elif event.type == "result":
+        if event.type == "result":
             self.result = parse_result(data)
         return summarize(event)
-
-    def _track_usage(self, data: Mapping[str, Any]) -> None:
-        """Remember each API message's usage once (one line per block repeats it)."""
-        message = data.get("message")
-        if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
-            return
-        usage = message["usage"]
-        price = (
-            (_num(usage.get("input_tokens")) or 0.0) * PRICE_INPUT
-            + (_num(usage.get("output_tokens")) or 0.0) * PRICE_OUTPUT
-            + (_num(usage.get("cache_creation_input_tokens")) or 0.0) * PRICE_CACHE_WRITE
-            + (_num(usage.get("cache_read_input_tokens")) or 0.0) * PRICE_CACHE_READ
-        )
-        key = _str(message.get("id")) or f"line{self.lines}"
-        self._usage[key] = max(price, self._usage.get(key, 0.0))
-
-    @property
-    def estimated_cost_usd(self) -> float:
-        """Cost priced from assistant usage at Opus rates; a floor when no result arrives."""
-        total = sum(self._usage.values())
-        return total if math.isfinite(total) else 0.0
-
-    @property
-    def cost_usd(self) -> float:
-        """Best known cost: the result's, else the last reported, else the estimate."""
-        if self.result is not None and self.result.cost_usd is not None:
-            return self.result.cost_usd
-        if self.reported_cost_usd is not None:
-            return self.reported_cost_usd
-        return self.estimated_cost_usd
 
 
 def summaries(lines: Iterable[str]) -> list[str]:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -157,8 +158,11 @@ class TaskStore(Protocol):
         """Failed or cancelled: back to queued as the next attempt. Otherwise None."""
         ...
 
-    async def book_cost(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> bool:
-        """Book the cost of an attempt that died unfinished, once; False if already booked."""
+    async def add_spend(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> None:
+        """Add one metered response's cost to the attempt's ledger entry and the task, now.
+
+        The metering proxy calls it as each response ends, so a crash loses none of it.
+        """
         ...
 
     async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
@@ -288,11 +292,21 @@ class AgentRequest:
     soft_timeout_s: float
     kill_after_s: float
     max_turns: int | None = None
+    attempt: int = 1
+
+
+class StopReason(StrEnum):
+    """Why ghapp ended a run before the agent did."""
+
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    BUDGET = "budget reached"
+    DISK = "disk limit"
 
 
 @dataclass(frozen=True)
 class AgentOutcome:
-    """What the agent run reported; advisory except for its cost."""
+    """What the agent run reported, advisory; its cost is what ghapp's proxy metered."""
 
     completed: bool
     cost_usd: float
@@ -302,8 +316,9 @@ class AgentOutcome:
     is_error: bool = False
     permission_denials: int = 0
     exit_code: int | None = None
-    stopped: str | None = None
+    stopped: StopReason | None = None
     num_turns: int | None = None
+    egress_blocked: str = ""  # "blocked: host ×n, …" from the egress proxy
 
 
 class Worker(Protocol):
@@ -319,10 +334,6 @@ class LogReader(Protocol):
 
     async def tail(self, path: Path) -> list[str]:
         """Readable lines from the end of the log; OSError when it cannot be read."""
-        ...
-
-    async def cost(self, path: Path) -> float | None:
-        """Cost of the attempt so far as the log tells it; None without a log."""
         ...
 
 

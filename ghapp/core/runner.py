@@ -30,6 +30,7 @@ from ghapp.core.ports import (
     Clock,
     Forge,
     LogReader,
+    StopReason,
     TaskStore,
     Vcs,
     Worker,
@@ -88,6 +89,7 @@ class _Result:
     state: TaskState
     reason: str | None = None
     pr: PullRequest | None = None
+    notes: str = ""  # for the final tracking comment, e.g. hosts the egress proxy refused
 
 
 def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: float) -> str:
@@ -107,6 +109,8 @@ def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: f
         f"{origin}. MissionControl task #{task.id}, attempt {task.attempt}; "
         f"cost ${task.cost_usd + outcome.cost_usd:.2f}; agent time {duration_s:.0f} s.",
     ]
+    if outcome.egress_blocked:
+        lines += ["", f"Network {outcome.egress_blocked} (allow with MC_AGENT_ALLOW_HOSTS)."]
     if task.issue_number > 0 and not task.is_pull_request:
         lines += ["", f"Closes #{task.issue_number}"]
     return "\n".join(lines)
@@ -163,7 +167,6 @@ class TaskRunner:
         """Return this node's crash orphans and expired leases to the queue, then claim."""
         for task in await self.store.requeue_expired(self.clock.now(), self.config.node):
             log.warning("task %s was running when its worker stopped; queued again", task.id)
-            await self._book_dead_attempt(task)
         self._swept_at = time.monotonic()
         self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
 
@@ -197,21 +200,11 @@ class TaskRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
 
-    async def _book_dead_attempt(self, task: Task) -> None:
-        """Book what the attempt that died spent, as its log tells (its worker never could)."""
-        if self.logs is None or not task.log_path:
-            return
-        with contextlib.suppress(Exception):
-            cost = await self.logs.cost(Path(task.log_path))
-            if cost:
-                await self.store.book_cost(task.id, task.attempt - 1, self.clock.now(), cost)
-
     async def sweep(self) -> None:
         """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
         self._swept_at = time.monotonic()
         for task in await self.store.requeue_expired(self.clock.now()):
             log.warning("task %s: its worker's lease expired; queued again", task.id)
-            await self._book_dead_attempt(task)
 
     async def fill(self) -> None:
         """Start queued tasks until the concurrency limit or the budget says stop."""
@@ -321,14 +314,19 @@ class TaskRunner:
             cost_box[0] = outcome.cost_usd
             duration = (self.clock.now() - started).total_seconds()
             async with asyncio.timeout(self.config.grace_s):
-                return await self._publish(task, run, repo, ws, outcome, duration)
+                result = await self._publish(task, run, repo, ws, outcome, duration)
+            return replace(result, notes=outcome.egress_blocked)
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
 
-    async def _track(self, task: Task, log_tail: str = "", position: int | None = None) -> Task:
+    async def _track(
+        self, task: Task, log_tail: str = "", position: int | None = None, notes: str = ""
+    ) -> Task:
         """Write the tracking comment; remember its id if this call had to create it."""
-        comment_id = await self.reporter.track(task, log_tail=log_tail, position=position)
+        comment_id = await self.reporter.track(
+            task, log_tail=log_tail, position=position, notes=notes
+        )
         if comment_id is None or task.tracking_comment_id is not None:
             return task
         with contextlib.suppress(Exception):
@@ -358,8 +356,9 @@ class TaskRunner:
             soft_timeout_s=self.config.soft_timeout_s,
             kill_after_s=self.config.kill_after_s,
             max_turns=self.config.max_turns,
+            attempt=task.attempt,
         )
-        ticker = asyncio.create_task(self._progress(task, log_path))
+        ticker = asyncio.create_task(self._progress(task))
         try:
             return await self.worker.run(request, stop)
         except Exception as exc:
@@ -368,14 +367,12 @@ class TaskRunner:
         finally:
             ticker.cancel()
 
-    async def _progress(self, task: Task, log_path: Path) -> None:
-        """Refresh the tracking comment while the agent runs: elapsed time, cost so far."""
+    async def _progress(self, task: Task) -> None:
+        """Refresh the tracking comment while the agent runs: elapsed time, metered cost."""
         while True:
             await asyncio.sleep(self.config.progress_s)
             with contextlib.suppress(Exception):
-                running = (await self.logs.cost(log_path) or 0.0) if self.logs else 0.0
-                current = await self.store.get_task(task.id) or task
-                await self._track(replace(current, cost_usd=current.cost_usd + running))
+                await self._track(await self.store.get_task(task.id) or task)
 
     async def _publish(
         self,
@@ -394,13 +391,13 @@ class TaskRunner:
             await self._hold(run)
             await self._with_token(task, lambda token: self.vcs.push(ws, token))
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
-        if outcome.stopped == "cancelled":
+        if outcome.stopped is StopReason.CANCELLED:
             current = await self.store.get_task(task.id)
             why = (current.failure_reason if current else None) or "cancelled while running"
             return _Result(TaskState.CANCELLED, f"{why}{saved}")
         if not outcome.completed:
             reason = outcome.reason or "the agent did not complete"
-            if outcome.stopped == "timeout":
+            if outcome.stopped is StopReason.TIMEOUT:
                 reason = f"stopped after {self.config.soft_timeout_s:g} s"
             return _Result(TaskState.FAILED, f"{reason}{saved}")
         if not commits:
@@ -450,7 +447,7 @@ class TaskRunner:
         if result.state is TaskState.FAILED and done.log_path and self.logs is not None:
             with contextlib.suppress(Exception):
                 tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
-        await self._track(done, log_tail=tail)
+        await self._track(done, log_tail=tail, notes=result.notes)
         if result.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")
             await self.reporter.notify(

@@ -8,7 +8,6 @@ their primary key; changes that matter to other nodes are announced with NOTIFY.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING
@@ -36,10 +35,12 @@ from ghapp.store.pg_base import PgBase, pg_value, task_from_record
 from ghapp.store.rules import (
     ORPHAN_CANCELLED,
     WAITING_FOR_BUDGET,
+    check_cost,
     check_fields,
     check_finish,
     fits,
     holds,
+    top_up,
 )
 
 
@@ -223,17 +224,7 @@ class PostgresTaskStore(PgBase):
             elif task.state is not TaskState.RUNNING:
                 raise ValueError(f"task {task_id} is {task.state.value}, not running")
             attempt = task.attempt if lease is None else lease.attempt
-            booked_id = await conn.fetchval(
-                "INSERT INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, attempt) DO NOTHING "
-                "RETURNING id",
-                utc_day(now),
-                task_id,
-                attempt,
-                float(cost_usd),
-                pg_value(now),
-            )
-            booked = float(cost_usd) if booked_id is not None else 0.0
+            booked = await self._book(conn, task_id, attempt, now, cost_usd, at_end=True)
             if lost is None:
                 ended = rows.finished(state, now, task.cost_usd + booked)
                 done = await self._set(conn, task_id, {**fields, **ended})
@@ -268,27 +259,52 @@ class PostgresTaskStore(PgBase):
         except asyncpg.UniqueViolationError:  # the issue has another active task
             return None
 
-    async def book_cost(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> bool:
-        """Book the cost of an attempt that died unfinished, once; False if already booked."""
-        if not math.isfinite(cost_usd) or cost_usd < 0:
-            raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
+    async def add_spend(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> None:
+        """Add one metered response's cost to the attempt's ledger entry and the task, now."""
+        check_cost(cost_usd)
         async with self._tx() as conn:
-            booked = await conn.fetchval(
+            await self._book(conn, task_id, attempt, now, cost_usd, at_end=False)
+
+    @staticmethod
+    async def _book(
+        conn: sql.Conn,
+        task_id: int,
+        attempt: int,
+        now: datetime,
+        cost_usd: float,
+        at_end: bool,
+    ) -> float:
+        """Add to (or, at an attempt's end, top up) its ledger entry; returns what was added."""
+        found = await conn.fetchval(
+            "SELECT cost_usd FROM ledger WHERE task_id = $1 AND attempt = $2 FOR UPDATE",
+            task_id,
+            attempt,
+        )
+        booked = None if found is None else float(found)
+        added = top_up(booked, cost_usd) if at_end else float(cost_usd)
+        if booked is None:
+            await conn.execute(
                 "INSERT INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, attempt) DO NOTHING "
-                "RETURNING id",
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (task_id, attempt) "
+                "DO UPDATE SET cost_usd = ledger.cost_usd + EXCLUDED.cost_usd",
                 utc_day(now),
                 task_id,
                 attempt,
-                float(cost_usd),
+                added,
                 pg_value(now),
             )
-            if booked is None:
-                return False
+        elif added:
             await conn.execute(
-                "UPDATE tasks SET cost_usd = cost_usd + $1 WHERE id = $2", float(cost_usd), task_id
+                "UPDATE ledger SET cost_usd = cost_usd + $1 WHERE task_id = $2 AND attempt = $3",
+                added,
+                task_id,
+                attempt,
             )
-            return True
+        if added and not at_end:
+            await conn.execute(
+                "UPDATE tasks SET cost_usd = cost_usd + $1 WHERE id = $2", added, task_id
+            )
+        return added
 
     async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.

@@ -23,9 +23,19 @@ def check_finish(state: TaskState, cost_usd: float, fields: Mapping[str, object]
     """Refuse, before any change, a finish no store may record."""
     if not state.terminal:
         raise ValueError(f"finish needs a terminal state, not {state.value}")
+    check_cost(cost_usd)
+    check_fields(fields)
+
+
+def check_cost(cost_usd: float) -> None:
+    """Refuse a cost no ledger may hold."""
     if not math.isfinite(cost_usd) or cost_usd < 0:
         raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
-    check_fields(fields)
+
+
+def top_up(booked: float | None, cost_usd: float) -> float:
+    """What finishing an attempt adds: its total less what metering already booked."""
+    return cost_usd if booked is None else max(cost_usd - booked, 0.0)
 
 
 def holds(task: Task, lease: Lease) -> bool:

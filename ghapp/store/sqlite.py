@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -35,10 +34,12 @@ from ghapp.store.rows import Params, SqlValue, all_rows, one_row, sum_of
 from ghapp.store.rules import (
     ORPHAN_CANCELLED,
     WAITING_FOR_BUDGET,
+    check_cost,
     check_fields,
     check_finish,
     fits,
     holds,
+    top_up,
 )
 
 
@@ -408,12 +409,7 @@ class SqliteTaskStore:
                 lost = task
             elif task.state is not TaskState.RUNNING:
                 raise ValueError(f"task {task_id} is {task.state.value}, not running")
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (utc_day(now).isoformat(), task_id, attempt, cost_usd, rows.dt_to_db(now)),
-            )
-            booked = cost_usd if cursor.rowcount == 1 else 0.0
+            booked = await self._book(db, task_id, attempt, now, cost_usd, at_end=True)
             if lost is None:
                 ended = rows.finished(state, now, task.cost_usd + booked)
                 return await self._set(db, task_id, {**fields, **ended})
@@ -442,22 +438,44 @@ class SqliteTaskStore:
                 return None
             return await self._set(db, task_id, rows.requeued(task.attempt + 1, now))
 
-    async def book_cost(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> bool:
-        """Book the cost of an attempt that died unfinished, once; False if already booked."""
-        if not math.isfinite(cost_usd) or cost_usd < 0:
-            raise ValueError(f"cost must be a finite amount >= 0, not {cost_usd!r}")
+    async def add_spend(self, task_id: int, attempt: int, now: datetime, cost_usd: float) -> None:
+        """Add one metered response's cost to the attempt's ledger entry and the task, now."""
+        check_cost(cost_usd)
         async with self._write() as db:
-            cursor = await db.execute(
-                "INSERT OR IGNORE INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (utc_day(now).isoformat(), task_id, attempt, cost_usd, rows.dt_to_db(now)),
-            )
-            if cursor.rowcount != 1:
-                return False
+            await self._book(db, task_id, attempt, now, cost_usd, at_end=False)
+
+    @staticmethod
+    async def _book(
+        db: aiosqlite.Connection,
+        task_id: int,
+        attempt: int,
+        now: datetime,
+        cost_usd: float,
+        at_end: bool,
+    ) -> float:
+        """Add to (or, at an attempt's end, top up) its ledger entry; returns what was added."""
+        key = (task_id, attempt)
+        found = await all_rows(
+            db, "SELECT cost_usd FROM ledger WHERE task_id = ? AND attempt = ?", key
+        )
+        booked = float(found[0][0]) if found else None
+        added = top_up(booked, cost_usd) if at_end else cost_usd
+        if booked is None:
             await db.execute(
-                "UPDATE tasks SET cost_usd = cost_usd + ? WHERE id = ?", (cost_usd, task_id)
+                "INSERT INTO ledger (day, task_id, attempt, cost_usd, booked_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (utc_day(now).isoformat(), task_id, attempt, added, rows.dt_to_db(now)),
             )
-            return True
+        elif added:
+            await db.execute(
+                "UPDATE ledger SET cost_usd = cost_usd + ? WHERE task_id = ? AND attempt = ?",
+                (added, *key),
+            )
+        if added and not at_end:
+            await db.execute(
+                "UPDATE tasks SET cost_usd = cost_usd + ? WHERE id = ?", (added, task_id)
+            )
+        return added
 
     async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.

@@ -239,9 +239,7 @@ class Console:
         if not running:
             out.append("Nothing is running.")
         for task in running:
-            spent = task.cost_usd
-            if task.log_path:
-                spent += await self.log_reader.cost(Path(task.log_path)) or 0.0
+            spent = task.cost_usd  # metered as each model response ends
             stopping = ", stopping" if task.cancel_requested else ""
             out += [
                 f"Running {describe(task)}",

@@ -1,4 +1,4 @@
-"""ClaudeWorker against the real CLI as the sandbox user, and against stub binaries."""
+"""ClaudeWorker against the real CLI in its sandbox as the sandbox user, and stub binaries."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ghapp.agent.claude import ClaudeWorker
-from ghapp.core.ports import AgentOutcome, AgentRequest
+from ghapp.agent.claude import RUN_MARKER, ClaudeWorker, SandboxConfig
+from ghapp.agent.procs import marked_pids
+from ghapp.agent.sandbox import INSIDE_HOME, find_bwrap
+from ghapp.core.ports import AgentOutcome, AgentRequest, StopReason
 from tests.fakes.anthropic import ScriptedAnthropic
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 
@@ -104,15 +106,26 @@ def request(
     )
 
 
-def real_worker(url: str) -> ClaudeWorker:
-    """The worker over the pinned CLI as the sandbox user."""
+def sandboxing(**limits: int) -> SandboxConfig:
+    """bwrap as production runs it (the tests need it installed: tests/run.sh does)."""
+    bwrap = find_bwrap()
+    assert bwrap is not None, "bubblewrap is not installed"
+    from ghapp.agent.sandbox import AgentLimits
+
+    return SandboxConfig(bwrap, AgentLimits(**limits), disk_poll_s=0.2)
+
+
+def real_worker(url: str, **limits: int) -> ClaudeWorker:
+    """The worker over the pinned CLI, sandboxed, as the sandbox user."""
     return ClaudeWorker(
         str(require_claude()),
         run_as=require_sandbox_user(),
         anthropic_env={"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": url},
+        sandboxing=sandboxing(**limits),
         extra_env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         interrupt_grace_s=3.0,
         result_grace_s=2.0,
+        instance=INSTANCE,
     )
 
 
@@ -126,17 +139,19 @@ async def git(cwd: Path, *args: str) -> str:
     return out.decode()
 
 
-def live_agent_pids(home: Path) -> list[int]:
-    """Processes (not zombies) whose environment has this task's HOME: they must all be gone."""
-    needle = f"HOME={home}".encode()
+INSTANCE = f"worker-tests-{os.getpid()}"  # this run only: others may run beside it
+
+
+def live_agent_pids(home: Path | None = None) -> list[int]:
+    """Live processes (not zombies) of this module's agents: they must all be gone."""
     pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
+    for pid in marked_pids(f"{RUN_MARKER}={INSTANCE}:", None, prefix=True):
         try:
-            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state != "Z" and needle in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
-                pids.append(int(name))
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
+        if state != "Z":
+            pids.append(pid)
     return pids
 
 
@@ -226,12 +241,40 @@ async def test_api_error_fails_fast(root: Path, api: Api) -> None:
     assert took < 10.0
 
 
-async def test_over_budget_records_the_real_cost(root: Path, api: Api) -> None:
+async def test_over_budget_is_stopped_within_one_response(root: Path, api: Api) -> None:
+    server, url = api
     task = make_task(root, "t1", require_sandbox_user())
-    out, _ = await go(real_worker(api[1]), request(task, "[scenario:over_budget] x"))
-    assert (out.completed, out.subtype) == (False, "error_max_budget_usd"), out
-    assert out.cost_usd > 1.0  # checked between turns: one turn overshoots the $1 cap
-    assert "budget" in (out.reason or "").lower()
+    booked: list[float] = []
+
+    async def book(task_id: int, attempt: int, cost: float) -> None:
+        booked.append(cost)
+
+    worker = real_worker(url)
+    worker._book = book
+    out, _ = await go(worker, request(task, "[scenario:over_budget] x"))
+    assert (out.completed, out.stopped) == (False, StopReason.BUDGET), out
+    # 2M input tokens at $5/M: the first response alone passes the $1 cap; nothing after it
+    assert out.cost_usd == pytest.approx(10.001) and booked == [pytest.approx(10.001)]
+    assert len([r for r in server.requests if r.get("tools")]) == 1
+    assert "budget reached" in (out.reason or "")
+    assert live_agent_pids() == []
+
+
+async def test_a_forged_result_line_books_what_the_proxy_metered(root: Path, api: Api) -> None:
+    _, url = api
+    task = make_task(root, "t1", require_sandbox_user())
+    booked: list[float] = []
+
+    async def book(task_id: int, attempt: int, cost: float) -> None:
+        booked.append(cost)
+
+    worker = real_worker(url)
+    worker._book = book
+    out, _ = await go(worker, request(task, "[scenario:forge_result] x"))
+    assert "forged: all done" in task.log.read_text()  # the line did reach ghapp's pipe
+    # one response was served (the Bash call that forged the line): that is the cost
+    assert out.cost_usd == pytest.approx(0.0015) and booked == [pytest.approx(0.0015)]
+    assert live_agent_pids() == []
 
 
 async def test_malicious_agent_sees_no_secrets(
@@ -259,18 +302,19 @@ async def test_malicious_agent_sees_no_secrets(
     results = server.tool_results()
     env_out, id_out = results[0], results[1]
     assert (
-        f"HOME={task.home}" in env_out and "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1" in env_out
+        f"HOME={INSIDE_HOME}" in env_out and "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1" in env_out
     )
     assert "GHAPP_TEST_SECRET" not in env_out and "GITHUB_TOKEN" not in env_out
     assert id_out.startswith(f"uid={pwd.getpwnam(user).pw_uid}(") and "groups=" in id_out
     assert len(id_out.split("groups=")[1].split(",")) == 1  # no supplementary groups
-    for text in results[3 : 3 + len(reads)]:
-        assert "Permission denied" in text, text
+    for text in results[3 : 3 + len(reads)]:  # not even there: outside its sandbox
+        assert "No such file" in text or "Permission denied" in text, text
     seen = server.seen()
-    for planted in (SECRET, TOKEN, "OTHER-TASK-DATA", "BEGIN RSA PRIVATE KEY"):
-        assert planted not in seen
+    for planted in (SECRET, TOKEN, "OTHER-TASK-DATA", "BEGIN RSA PRIVATE KEY", API_KEY):
+        assert planted not in seen  # the operator's model key included
     assert len(results) == 3 + len(reads) + 2  # git push and curl ran too
-    assert live_agent_pids(task.home) == []
+    assert "Couldn't connect" in results[-1]  # the host's loopback is not the sandbox's
+    assert live_agent_pids() == []
 
 
 # -- stub binaries: escalation, lingering, long lines, environment ---------------------------
@@ -282,11 +326,12 @@ RESULT = '{"type":"result","subtype":"success","is_error":false,"total_cost_usd"
 def stub(tmp_path: Path, body: str) -> ClaudeWorker:
     """A worker whose 'CLI' is a shell script, run as the current user."""
     script = tmp_path / "bin" / "claude"
-    script.parent.mkdir()
+    script.parent.mkdir(exist_ok=True)
     script.write_text("#!/bin/sh\n" + body)
     script.chmod(0o755)
     return ClaudeWorker(str(script), run_as=None, anthropic_env={"ANTHROPIC_API_KEY": API_KEY},
-                        interrupt_grace_s=0.5, result_grace_s=0.5)  # fmt: skip
+                        sandboxing=sandboxing(), interrupt_grace_s=0.5, result_grace_s=0.5,
+                        instance=INSTANCE)  # fmt: skip
 
 
 def stub_task(tmp_path: Path) -> TaskDir:
@@ -297,7 +342,7 @@ def stub_task(tmp_path: Path) -> TaskDir:
 
 
 @pytest.mark.parametrize(
-    ("ignored", "status", "least_s"), [("INT", -15, 1.0), ("INT TERM", -9, 1.5)]
+    ("ignored", "status", "least_s"), [("INT", 143, 1.0), ("INT TERM", -9, 1.5)]
 )
 async def test_ignored_signals_escalate_and_kill_everything(
     tmp_path: Path, ignored: str, status: int, least_s: float
@@ -315,7 +360,8 @@ async def test_ignored_signals_escalate_and_kill_everything(
 async def test_lingering_after_result_is_killed(tmp_path: Path) -> None:
     task = stub_task(tmp_path)
     out, took = await go(stub(tmp_path, f"echo '{RESULT}'\nexec sleep 300\n"), request(task, "x"))
-    assert out.completed and out.cost_usd == 0.5 and out.stopped is None
+    # the result line claims $0.50; only what the proxy metered is the cost: nothing here
+    assert out.completed and out.cost_usd == 0.0 and out.stopped is None
     assert took < 3.0
 
 
@@ -324,14 +370,15 @@ async def test_long_lines_and_missing_result(tmp_path: Path) -> None:
     usage = {"input_tokens": 1000, "output_tokens": 0}
     message = {"id": "m", "content": [{"type": "text", "text": text}], "usage": usage}
     line = json.dumps({"type": "assistant", "message": message})
-    (tmp_path / "line.json").write_text(line + "\n")
-    body = f"cat {tmp_path}/line.json\nfor i in $(seq 30); do echo err $i >&2; done\nexit 3\n"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "line.json").write_text(line + "\n")  # the CLI's folder is visible
+    body = f"cat {tmp_path}/bin/line.json\nfor i in $(seq 30); do echo err $i >&2; done\nexit 3\n"
     task = stub_task(tmp_path)
     out, _ = await go(stub(tmp_path, body), request(task, "x"))
     assert not out.completed and out.exit_code == 3
     assert "exit status 3" in (out.reason or "") and "err 30" in (out.reason or "")
     assert "err 10 " not in (out.reason or "") and "err 11" in (out.reason or "")
-    assert out.cost_usd == pytest.approx(1000 * 5e-6)  # estimated from usage
+    assert out.cost_usd == 0.0  # usage the agent prints is not spend; the proxy saw none
     assert task.log.read_text() == line + "\n"
 
 
@@ -345,11 +392,17 @@ async def test_environment_is_built_from_nothing(
     assert out.completed
     env = dict(x.split("=", 1) for x in (task.home / "env.txt").read_text().splitlines())
     assert SECRET not in str(env)
-    assert env["HOME"] == str(task.home) and env["ANTHROPIC_API_KEY"] == API_KEY
+    assert env["HOME"] == INSIDE_HOME and env["TMPDIR"] == "/tmp"
+    # the agent's model credential is its attempt's token for ghapp's proxy, never the key
+    assert env["ANTHROPIC_API_KEY"].startswith("mc-") and API_KEY not in str(env)
+    assert env["ANTHROPIC_BASE_URL"].startswith("http://127.0.0.1:")
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://127.0.0.1:3128"
     assert str(tmp_path / "bin") in env["PATH"].split(":")
-    assert set(env) - {"PWD", "SHLVL", "_"} == {
-        "PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "ANTHROPIC_API_KEY",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_AUTOUPDATER", "GHAPP_AGENT_RUN",
+    assert set(env) - {"PWD", "SHLVL", "_", "OLDPWD"} == {
+        "PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "USER", "LOGNAME", "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+        "NO_PROXY", "no_proxy", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        "DISABLE_AUTOUPDATER", "GHAPP_AGENT_RUN",
     }  # fmt: skip
 
 
@@ -369,3 +422,41 @@ async def test_fake_api_serves_fallbacks(api: Api) -> None:
     assert events[0].startswith("event: message_start\ndata: {")
     assert events[-2] == 'event: message_stop\ndata: {"type": "message_stop"}'
     assert len(server.requests) == 2
+
+
+async def test_reap_leftovers_kills_what_a_dead_ghapp_of_this_instance_left(
+    tmp_path: Path,
+) -> None:
+    """The start-up reaper matches every run of its instance (it once matched none)."""
+    env = {"PATH": "/usr/bin:/bin", RUN_MARKER: f"{INSTANCE}:deadbeef"}
+    other = {"PATH": "/usr/bin:/bin", RUN_MARKER: "another-instance:deadbeef"}
+    spawn = asyncio.create_subprocess_exec
+    mine = await spawn("sleep", "300", env=env, start_new_session=True)
+    theirs = await spawn("sleep", "300", env=other, start_new_session=True)
+    try:
+        worker = stub(tmp_path, "exit 0\n")
+        assert await worker.reap_leftovers() >= 1
+        assert await asyncio.wait_for(mine.wait(), 5) == -9
+        assert theirs.returncode is None  # another ghapp's agent is not ours to kill
+    finally:
+        for proc in (mine, theirs):
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def test_the_prompt_goes_in_on_stdin_never_argv(tmp_path: Path) -> None:
+    marker = "PROMPT-MARKER-X123"
+    prompt = marker + " " + "🙂" * 60_000  # 240 KB: past one argv string's 128 KiB limit
+    body = (
+        'cat > "$HOME/stdin"\n'
+        # the pattern does not match its own grep's command line
+        'cat /proc/[0-9]*/cmdline | tr "\\0" "\\n" '
+        '| grep -c "PROMPT-MARKER-[X]123" > "$HOME/argv"\n'
+        f"echo '{RESULT}'\n"
+    )
+    task = stub_task(tmp_path)
+    out, _ = await go(stub(tmp_path, body), request(task, prompt))
+    assert out.completed, out
+    assert (task.home / "stdin").read_text() == prompt
+    assert (task.home / "argv").read_text().strip() == "0"

@@ -78,7 +78,7 @@ def test_success_run() -> None:
     for obj in (INIT, WRITE, TOOL_OK, BASH, SUCCESS):
         out += state.feed(line(obj))
     assert state.result is not None and state.result.success
-    assert state.cost_usd == pytest.approx(0.0045)
+    assert state.result.cost_usd == pytest.approx(0.0045)  # logged as a cross-check only
     assert state.session_id == "s1"
     assert out[0].startswith("session started")
     assert "tool Write: /w/a.txt" in out
@@ -105,21 +105,6 @@ def test_cost_falls_back_to_cost_usd_and_ignores_junk() -> None:
     data = {**SUCCESS, "total_cost_usd": "1.0", "cost_usd": 0.25}
     assert parse_result(data).cost_usd == 0.25
     assert parse_result({**SUCCESS, "total_cost_usd": True, "cost_usd": -1}).cost_usd is None
-
-
-def test_estimate_without_result_counts_each_message_once() -> None:
-    state = StreamState()
-    state.feed(line(WRITE))
-    state.feed(line(WRITE))  # one line per content block repeats the message's usage
-    assert state.result is None
-    assert state.cost_usd == pytest.approx(100 * 5e-6 + 1 * 25e-6)
-
-
-def test_sigint_result_with_zero_cost_wins_over_estimate() -> None:
-    state = StreamState()
-    state.feed(line(WRITE))
-    state.feed(line({**SUCCESS, "subtype": "error_during_execution", "total_cost_usd": 0}))
-    assert state.cost_usd == 0.0
 
 
 def test_bad_lines_are_counted_and_summaries_skip_them() -> None:
@@ -167,7 +152,7 @@ def _feed_all(lines: list[str]) -> None:
             state.feed(text)
         except StreamError:
             pass
-    assert state.cost_usd >= 0
+    assert state.bad_lines <= state.lines
 
 
 @settings(max_examples=300, deadline=None)

@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ghapp.agent.claude import RUN_MARKER, marked_pids
+from ghapp.agent.claude import RUN_MARKER
+from ghapp.agent.procs import marked_pids
 from tests.fakes.stack import eventually
 from tests.fakes.telegram import FakeTelegram
 
@@ -88,7 +89,7 @@ class Proc:
         instance = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
         found = 0
         for _ in range(20):
-            pids = marked_pids(f"{RUN_MARKER}={instance}:", None)
+            pids = marked_pids(f"{RUN_MARKER}={instance}:", None, prefix=True)
             if not pids:
                 break
             found += len(pids)

@@ -145,6 +145,13 @@ async def test_thirty_tasks_on_one_web_and_three_workers(world: World) -> None:
     await asyncio.gather(w1.start(), w2.start())
     for issue in range(2, TASKS + 1):
         await world.deliver(issue, "commit")
+
+    async def first_response_booked() -> bool:  # metered on w0 as the response ended
+        row = await world.task(1)
+        found = await world.db.fetch("SELECT 1 FROM ledger WHERE task_id = $1", row["id"])
+        return bool(found)
+
+    await eventually(first_response_booked, within=30)
     await w0.kill()
     killed_at, killed_wall = time.monotonic(), time.time()
 
@@ -177,10 +184,18 @@ async def test_thirty_tasks_on_one_web_and_three_workers(world: World) -> None:
     assert logs.pop(f"task-{resumed['id']}-attempt-1.log") == ["w0"]
     assert logs.pop(f"task-{resumed['id']}-attempt-2.log") in (["w1"], ["w2"])
     assert logs == {}
-    ledger = await world.db.fetch("SELECT task_id, attempt FROM ledger ORDER BY task_id")
-    assert [(x["task_id"], x["attempt"]) for x in ledger] == [
-        (r["id"], r["attempt"]) for r in rows
-    ]  # the killed attempt's cost died with w0; every other attempt is booked once
+    ledger = await world.db.fetch(
+        "SELECT task_id, attempt, cost_usd FROM ledger ORDER BY task_id, attempt"
+    )
+    booked = {(x["task_id"], x["attempt"]): x["cost_usd"] for x in ledger}
+    # the killed attempt's first response was metered and booked before w0 died, in the
+    # shared store: every node sees it; every attempt is booked once
+    assert sorted(booked) == sorted([(resumed["id"], 1)] + [(r["id"], r["attempt"]) for r in rows])
+    assert booked[(resumed["id"], 1)] >= 0.0015 - 1e-9
+    for r in rows:
+        assert r["cost_usd"] == pytest.approx(
+            sum(v for (t, _), v in booked.items() if t == r["id"])
+        )
 
     # One pull request per task, each closing its issue.
     pulls = list(world.stack.github.pulls.values())

@@ -672,15 +672,40 @@ class TaskStoreContract:
         got = [d.id for batch in batches for d in batch]
         assert len(got) == 30 and set(got) == {f"d{i:02}" for i in range(30)}
 
-    async def test_book_cost_of_a_dead_attempt_once(self, store: TaskStore) -> None:
+    async def test_metered_spend_is_booked_at_once_and_finish_only_tops_it_up(
+        self, store: TaskStore
+    ) -> None:
         task = await started(store, 1)
-        assert await store.book_cost(task.id, task.attempt, at(1), 0.4) is True
-        assert await store.book_cost(task.id, task.attempt, at(2), 0.9) is False  # once
-        booked = await store.get_task(task.id)
-        assert booked is not None and booked.cost_usd == pytest.approx(0.4)
+        await store.add_spend(task.id, task.attempt, at(1), 0.25)
+        await store.add_spend(task.id, task.attempt, at(2), 0.15)
+        running = await store.get_task(task.id)
+        assert running is not None and running.cost_usd == pytest.approx(0.4)
         assert (await store.budget(DAY1, 10.0)).spent_usd == pytest.approx(0.4)
+        # the attempt's end books its total: what metering booked is not booked twice
+        done = await store.finish(task.id, TaskState.FAILED, at(3), 0.4)
+        assert done.cost_usd == pytest.approx(0.4)
+        view = await store.budget(DAY1, 10.0)
+        assert view.spent_usd == pytest.approx(0.4) and len(view.entries) == 1
         with pytest.raises(ValueError):
-            await store.book_cost(task.id, 9, at(3), -1.0)
+            await store.add_spend(task.id, task.attempt, at(4), -1.0)
+        with pytest.raises(ValueError):
+            await store.add_spend(task.id, task.attempt, at(4), float("nan"))
+
+    async def test_finish_tops_up_spend_that_metering_missed(self, store: TaskStore) -> None:
+        task = await started(store, 1)
+        await store.add_spend(task.id, task.attempt, at(1), 0.25)
+        done = await store.finish(task.id, TaskState.SUCCEEDED, at(2), 0.75)
+        assert done.cost_usd == pytest.approx(0.75)
+        assert (await store.budget(DAY1, 10.0)).spent_usd == pytest.approx(0.75)
+
+    async def test_spend_of_a_requeued_attempt_stays_booked(self, store: TaskStore) -> None:
+        task = await started(store, 1)
+        await store.add_spend(task.id, task.attempt, at(1), 0.3)
+        requeued = await store.requeue_expired(at(2), LOCAL_NODE)
+        assert [t.id for t in requeued] == [task.id]
+        again = await store.get_task(task.id)
+        assert again is not None and again.cost_usd == pytest.approx(0.3)
+        assert (await store.budget(DAY1, 10.0)).spent_usd == pytest.approx(0.3)
 
     # -- update -----------------------------------------------------------------------
     async def test_update_changes_bookkeeping_fields(self, store: TaskStore) -> None:

@@ -1,18 +1,19 @@
-"""kill -9 of a real ghapp process mid-run: after a restart the task ends with one PR."""
+"""kill -9 of a real ghapp process mid-run: its sandboxed agent dies with it; after a restart
+the task ends with one PR."""
 
 from __future__ import annotations
 
-import pwd
 from collections.abc import AsyncIterator
 
 import pytest
 
-from ghapp.agent.claude import RUN_MARKER, marked_pids
+from ghapp.agent.claude import RUN_MARKER
+from ghapp.agent.procs import marked_pids
 from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
-from tests.fakes.ghapp_process import GhappProcess, alive, free_port
+from tests.fakes.ghapp_process import GhappProcess, agent_instance, alive, free_port
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env, make_stack
 
@@ -43,17 +44,19 @@ async def test_sigkill_during_the_agent_run_then_restart(
     setup: tuple[Stack, ScriptedAnthropic, GhappProcess],
 ) -> None:
     stack, api, ghapp = setup
-    worker_uid = pwd.getpwnam(stack.settings.worker_user or "").pw_uid
     await ghapp.start()
     data = payload("issues.labeled", id=1)
     data["label"]["name"] = "mc-auto"
-    data["issue"]["body"] = "Fix the typo. [scenario:slow]"
+    # The first run stalls forever: an agent that would outlive ghapp if anything let it.
+    data["issue"]["body"] = "Fix the typo. [scenario:hang_once]"
     assert await stack.deliver("issues", data, "crash-delivery") == 202
-    # Wait until the agent is in its first turn, then kill ghapp without warning.
     await eventually(lambda: any(r.get("tools") for r in api.requests), within=30)
-    await ghapp.kill()
-    orphans = marked_pids(f"{RUN_MARKER}=", worker_uid)
-    assert orphans, "the agent outlives a SIGKILLed ghapp (its own session)"
+    marker = f"{RUN_MARKER}={agent_instance(stack.settings.data_dir)}:"
+    agents = marked_pids(marker, None, prefix=True)
+    assert agents, "the agent should be running"
+    await ghapp.kill()  # the main process only: its sandbox must take every agent with it
+    await eventually(lambda: not [p for p in agents if alive(p)], within=5)
+    assert not [p for p in marked_pids(marker, None, prefix=True) if alive(p)]
 
     await ghapp.start()
     store = SqliteTaskStore(stack.settings.sqlite_path)
@@ -74,7 +77,5 @@ async def test_sigkill_during_the_agent_run_then_restart(
         assert await store.count(TaskState.RUNNING) == 0
         assert await store.pending_deliveries() == []
         assert len(await store.list_tasks()) == 1
-        # The agent the dead process left behind was killed by the new one.
-        assert not [pid for pid in orphans if alive(pid)]
     finally:
         await store.close()

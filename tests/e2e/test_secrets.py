@@ -16,9 +16,9 @@ Everything M's agent saw (ScriptedAnthropic), every file under the data dir the 
 user can read, what ghapp published (GitHub comments, PRs, Telegram) and ghapp's debug log
 are searched for every secret value: the webhook secret, the private key's base64 lines,
 every installation token the fake minted (raw and as the Basic credential git sends), the
-Telegram bot token. ANTHROPIC_API_KEY is the agent's own credential, passed to it on
-purpose: it is expected in what the agent sees and excluded there; it must not be in
-ghapp's log.
+Telegram bot token and the operator's ANTHROPIC_API_KEY: the agent holds only its
+attempt's token for ghapp's metering proxy. Each agent runs in its own sandbox, so the
+concurrent task's checkout, processes and prompt are out of sight.
 """
 
 from __future__ import annotations
@@ -325,6 +325,7 @@ async def _adversarial_run(user: str, claude: Path) -> Run:
                     f"installation token #{i} as Basic": _basic(t)
                     for i, t in enumerate(github.tokens)
                 },
+                "operator's Anthropic key": anthropic_key,
             },
             anthropic_key=anthropic_key,
             ghapp_pid=ghapp.proc.pid,
@@ -425,7 +426,9 @@ def test_ghapp_private_files_are_unreadable_by_the_agent(run: Run) -> None:
 
 def test_the_agent_environment_is_only_its_own(run: Run) -> None:
     env_out = run.tool_results[0]
-    assert f"ANTHROPIC_API_KEY={run.anthropic_key}" in env_out  # its own credential: expected
+    assert run.anthropic_key not in env_out  # the operator's key never enters the sandbox
+    assert re.search(r"^ANTHROPIC_API_KEY=mc-\S+$", env_out, re.M), env_out  # its attempt token
+    assert "ANTHROPIC_AUTH_TOKEN" not in env_out
     names = {line.split("=", 1)[0] for line in env_out.splitlines() if "=" in line}
     leaked = names & {"WEBHOOK_SECRET", "PRIVATE_KEY", "PRIVATE_KEY_PATH", "TELEGRAM_BOT_TOKEN",
                       "APP_ID", "GITHUB_TOKEN", "GH_TOKEN", "MC_DATA_DIR", "DATABASE_URL",
@@ -442,9 +445,9 @@ def test_the_agents_push_and_api_call_fail(run: Run) -> None:
     assert re.search(r"could not read Username|Authentication failed|401|fatal", push), push
     assert run.pushed_refs_after == run.pushed_refs_before  # nothing reached the forge
     api = run.result_of("curl ")
-    assert "Requires authentication" in api and '"full_name"' not in api, api
+    assert "Couldn't connect" in api and '"full_name"' not in api, api  # no network at all
     unauthenticated = [r for r in run.api_log if r[2] == "none" and r[1] == f"/repos/{REPO}"]
-    assert unauthenticated, "the agent's API call never reached the fake"
+    assert not unauthenticated, "the agent reached the fake GitHub on the host's loopback"
 
 
 def test_ghapps_debug_log_holds_no_credential(run: Run) -> None:
@@ -457,34 +460,23 @@ def test_ghapps_debug_log_holds_no_credential(run: Run) -> None:
     print(f"debug log: {len(log.splitlines())} lines, {log.count('[redacted]')} redactions")
 
 
-# -- another task's checkout: the sandbox user is shared, /proc gives the paths away ----------
-
-CROSS_TASK = (
-    "BUG (design): every agent runs as the same sandbox uid; a concurrent task's checkout "
-    "is protected only by an unguessable path (work/ is 0711), and /proc/<pid>/cwd and "
-    "/proc/<pid>/cmdline of the other agent (same uid) give the path and the prompt away. "
-    "With MC_CONCURRENCY > 1 an agent reads and writes another installation's private "
-    "checkout and reads its issue text."
-)
+# -- another task's checkout: each agent has its own mount and PID namespaces ------------------
 
 
-@pytest.mark.xfail(strict=True, reason=CROSS_TASK)
 def test_the_agent_cannot_read_a_concurrent_tasks_checkout(run: Run) -> None:
     assert PRIVATE_FILE_MARKER not in "\n".join(run.tool_results)
 
 
-@pytest.mark.xfail(strict=True, reason=CROSS_TASK)
 def test_the_agent_cannot_find_other_agents_through_proc(run: Run) -> None:
     listing = run.result_of("ls -l /proc/[0-9]*/cwd")
     assert str(run.other_checkout) not in listing, listing[:500]
 
 
-@pytest.mark.xfail(strict=True, reason=CROSS_TASK)
 def test_the_agent_cannot_read_another_tasks_prompt(run: Run) -> None:
     assert PRIVATE_ISSUE_MARKER not in run.result_of("/cmdline")
+    assert PRIVATE_ISSUE_MARKER not in "\n".join(run.tool_results)
 
 
-@pytest.mark.xfail(strict=True, reason=CROSS_TASK)
 def test_the_agent_cannot_write_into_another_tasks_checkout(run: Run) -> None:
     assert not run.pwned, run.pwned
 

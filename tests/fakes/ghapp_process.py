@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from ghapp.agent.claude import RUN_MARKER, marked_pids
+from ghapp.agent.claude import RUN_MARKER
+from ghapp.agent.procs import marked_pids
 from tests.fakes.stack import eventually
 
 
@@ -48,7 +49,7 @@ def kill_agents(data_dir: Path) -> int:
     marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
     total = 0
     for _ in range(20):
-        pids = [pid for pid in marked_pids(marker, None) if alive(pid)]
+        pids = [pid for pid in marked_pids(marker, None, prefix=True) if alive(pid)]
         if not pids:
             break
         total += len(pids)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ghapp.core.model import PullRequest, Repository, Task
-from ghapp.core.ports import AgentOutcome, AgentRequest, Notice, Workspace
+from ghapp.core.ports import AgentOutcome, AgentRequest, Notice, StopReason, Workspace
 
 
 class FakeClock:
@@ -142,9 +143,14 @@ class ScriptedWorker:
     block: bool = False
     requests: list[AgentRequest] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # as the metering proxy does: spend booked while the agent runs (task, attempt, usd)
+    book: Callable[[int, int, float], Awaitable[object]] | None = None
+    running_cost: float = 0.75
 
     async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
         self.requests.append(request)
+        if self.block and self.book is not None:
+            await self.book(request.task_id, request.attempt, self.running_cost)
         self.started.set()
         if self.vcs is not None:
             for i in range(self.make_commits):
@@ -152,7 +158,7 @@ class ScriptedWorker:
             self.vcs.dirty = self.leave_dirty
         if self.block:
             await stop.wait()
-            return AgentOutcome(False, 0.25, stopped="cancelled", reason="stopped")
+            return AgentOutcome(False, 0.25, stopped=StopReason.CANCELLED, reason="stopped")
         return self.outcome
 
 
@@ -174,10 +180,6 @@ class MemoryLogs:
     """A LogReader whose answers the test sets."""
 
     lines: list[str] = field(default_factory=lambda: ["$ git commit", "done"])
-    running_cost: float | None = 0.75
 
     async def tail(self, path: Path) -> list[str]:
         return list(self.lines)
-
-    async def cost(self, path: Path) -> float | None:
-        return self.running_cost

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ghapp.agent.logview import _cost, _read_tail
+from ghapp.agent.logview import _read_tail
 from ghapp.agent.stream import (
     CLIP,
     StreamError,
@@ -86,8 +86,8 @@ def check_summary(line: str) -> None:
 
 
 def check_state(state: StreamState) -> None:
-    assert math.isfinite(state.cost_usd) and state.cost_usd >= 0
-    assert math.isfinite(state.estimated_cost_usd) and state.estimated_cost_usd >= 0
+    res = state.result
+    assert res is None or res.cost_usd is None or math.isfinite(res.cost_usd)
     assert state.bad_lines <= state.lines
 
 
@@ -110,7 +110,7 @@ def test_hostile_text_inside_valid_events(text: str, ascii_only: bool) -> None:
     state, out = feed(lines)
     check_state(state)
     assert state.result is not None and state.result.success
-    assert state.cost_usd == pytest.approx(0.0123)
+    assert state.result.cost_usd == pytest.approx(0.0123)
     assert len(out) >= 4
     for line in out:
         check_summary(line)
@@ -131,7 +131,7 @@ def test_junk_between_the_lines_changes_nothing(
         mixed.insert(rnd.randint(0, len(mixed)), item)
     a, out_a = feed(clean)
     b, out_b = feed(mixed)
-    assert (a.result, a.cost_usd, a.session_id) == (b.result, b.cost_usd, b.session_id)
+    assert (a.result, a.session_id) == (b.result, b.session_id)
     assert out_a == out_b
     assert b.bad_lines >= sum(1 for n in noise if n.strip())
 
@@ -154,42 +154,6 @@ def test_nesting_around_the_recursion_limit(depth: int, where: str, kind: str) -
     check_state(state)
     for text in out:
         check_summary(text)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.dictionaries(
-        st.sampled_from(
-            [
-                "input_tokens",
-                "output_tokens",
-                "cache_creation_input_tokens",
-                "cache_read_input_tokens",
-            ]
-        ),
-        st.one_of(
-            st.integers(-(10**30), 10**30),
-            st.floats(),
-            st.sampled_from([1e308, -0.0, 2**53 + 1]),
-            st.text(max_size=5),
-            st.booleans(),
-        ),
-    ),
-    st.lists(st.sampled_from(["m1", "m2", ""]), min_size=1, max_size=6),
-)
-def test_estimates_stay_finite_and_count_each_message_once(
-    usage: dict[str, Any], ids: list[str]
-) -> None:
-    lines = [
-        json.dumps({"type": "assistant", "message": {"id": i, "content": [], "usage": usage}})
-        for i in ids
-    ]
-    state, _ = feed(lines)
-    check_state(state)
-    one, _ = feed(lines[:1])
-    distinct = len({i for i in ids if i}) + sum(1 for i in ids if not i)
-    if math.isfinite(one.estimated_cost_usd * distinct):
-        assert state.estimated_cost_usd <= one.estimated_cost_usd * distinct + 1e-12
 
 
 @settings(max_examples=200, deadline=None)
@@ -245,7 +209,7 @@ def test_log_reads_back_like_the_stream(tmp_path: Path, text: str) -> None:
     path = tmp_path / "t.log"
     write_log(path, lines)
     state, out = feed(lines)
-    assert _cost(path) == state.cost_usd == 0.75
+    assert state.result is not None and state.result.cost_usd == 0.75
     assert summaries(_read_tail(path, 10_000_000)) == out
 
 
@@ -254,4 +218,5 @@ def test_log_line_with_a_unicode_line_separator(tmp_path: Path, sep: str) -> Non
     lines = [json.dumps(o, ensure_ascii=False) for o in run_of(f"done{sep}ok", cost=0.75)]
     path = tmp_path / "t.log"
     write_log(path, lines)
-    assert _cost(path) == 0.75
+    state, _ = feed(_read_tail(path, 10_000_000))
+    assert state.result is not None and state.result.cost_usd == 0.75

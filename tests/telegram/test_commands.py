@@ -193,7 +193,9 @@ async def test_status_shows_running_queue_and_last_finished(rig: Rig) -> None:
     running = await rig.queue(issue=3, title="Busy one")
     claim = await rig.store.claim_next(rig.clock.now(), 10)
     assert claim.task and claim.task.id == running.id
-    log = rig.write_log(running.id, [{"type": "result", "total_cost_usd": 0.42}])
+    # metered spend so far; a figure the agent writes into its own log is not believed
+    await rig.store.add_spend(running.id, 1, rig.clock.now(), 0.42)
+    log = rig.write_log(running.id, [{"type": "result", "total_cost_usd": 99.0}])
     await rig.store.update(running.id, log_path=str(log))
     rig.clock.advance(seconds=125)
     q1 = await rig.queue(issue=4, title="Next one")
@@ -206,7 +208,7 @@ async def test_status_shows_running_queue_and_last_finished(rig: Rig) -> None:
     assert reply.index(f"1. #{q1.id}") < reply.index(f"2. #{q2.id}")
     assert f"#{done.id} octo/app#1 Finished one: succeeded, $0.50, https://github.test/" in reply
     assert f"#{failed.id} octo/app#2 Broken one: failed, $0.50, the agent made no commits" in reply
-    assert "Today: $1.00 of $10.00 spent" in reply
+    assert "Today: $1.42 of $10.00 spent" in reply
 
 
 async def test_logs_are_rendered_and_fitted_into_one_message(rig: Rig) -> None:

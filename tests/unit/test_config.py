@@ -97,3 +97,35 @@ def test_dotenv_is_read_and_real_environment_wins(
     assert (
         env["WEBHOOK_SECRET"] == "from-file" and env["PORT"] == "5000" and env["MC_MODEL"] == "opus"
     )
+
+
+def test_sandbox_settings_and_their_defaults() -> None:
+    s = load_settings(base())
+    assert (s.sandbox, s.agent_allow_hosts, s.repo_agent_settings) == ("bwrap", None, False)
+    limits = (s.agent_max_procs, s.agent_max_files, s.agent_memory_mb, s.agent_disk_mb)
+    assert limits == (512, 4096, 4096, 10240) and s.log_max_mb == 50
+    s = load_settings(base(MC_SANDBOX="NONE", MC_AGENT_ALLOW_HOSTS="", MC_REPO_AGENT_SETTINGS="1"))
+    assert (s.sandbox, s.agent_allow_hosts, s.repo_agent_settings) == ("none", "", True)
+    for env, message in (
+        ({"MC_SANDBOX": "docker"}, "^MC_SANDBOX: must be bwrap or none"),
+        ({"MC_AGENT_MAX_PROCS": "3"}, "^MC_AGENT_MAX_PROCS: must be >= 16"),
+        ({"MC_REPO_AGENT_SETTINGS": "maybe"}, "^MC_REPO_AGENT_SETTINGS: must be 1 or 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(base(**env))
+
+
+def test_the_operators_model_credentials_are_secrets() -> None:
+    s = load_settings(base(ANTHROPIC_API_KEY="sk-ant-k", ANTHROPIC_AUTH_TOKEN="oauth-t"))
+    assert {"sk-ant-k", "oauth-t"} <= set(s.secrets)
+
+
+def test_without_a_working_bwrap_ghapp_refuses_to_run_agents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ghapp.agent.factory import sandboxing
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ConfigError, match=r"^MC_SANDBOX: cannot start a sandbox: bwrap is not"):
+        sandboxing(load_settings(base()), None, None)
+    assert sandboxing(load_settings(base(MC_SANDBOX="none")), None, None).bwrap is None

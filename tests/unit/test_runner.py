@@ -106,6 +106,21 @@ async def test_completed_run_with_commits_opens_a_pr_that_closes_the_issue(rig: 
     assert rig.vcs.cleaned == 1
 
 
+async def test_hosts_the_egress_proxy_refused_are_shown_to_the_maintainer(rig: Rig) -> None:
+    blocked = "blocked: evil.example ×3, 10.0.0.1 ×1"
+    rig.worker.outcome = AgentOutcome(True, 0.5, "did it", egress_blocked=blocked)
+    task = await rig.queue()
+    await rig.run_all()
+    done = await rig.get(task.id)
+    assert blocked in rig.forge.pr_bodies[done.pr_number or 0]
+    assert f"Network: {blocked}" in rig.forge.edits[-1][1]  # the final tracking comment
+    rig.worker.outcome = AgentOutcome(False, 0.1, reason="API Error", egress_blocked=blocked)
+    failed = await rig.queue(issue=6)
+    await rig.run_all()
+    assert (await rig.get(failed.id)).state is TaskState.FAILED
+    assert f"Network: {blocked}" in rig.forge.edits[-1][1]
+
+
 async def test_success_claim_without_commits_fails_and_pushes_nothing(rig: Rig) -> None:
     rig.worker.make_commits = 0
     task = await rig.queue()
@@ -229,6 +244,11 @@ async def test_concurrency_never_runs_two_tasks_of_one_issue(rig: Rig) -> None:
 
 async def test_tracking_comment_shows_progress_and_failure_log(rig: Rig) -> None:
     rig.worker.block = True
+
+    async def book(task_id: int, attempt: int, cost: float) -> None:
+        await rig.store.add_spend(task_id, attempt, rig.clock.now(), cost)
+
+    rig.worker.book = book  # metered while running: the comment shows it
     task = await rig.queue()
     await rig.runner.fill()
     await asyncio.wait_for(rig.worker.started.wait(), 5)

@@ -1,0 +1,77 @@
+"""Runs inside the sandbox as the agent's parent: limits, loopback bridges to ghapp, then the CLI.
+
+Standalone (standard library only): ghapp copies it into the attempt's run directory and the
+sandbox runs it with the system Python. The sandbox has no network, so the model API and the
+egress proxy are unix sockets that ghapp serves; this bridges each to a loopback port, because
+the CLI and package tools speak TCP. When the CLI exits, so does this, and with it the
+sandbox's PID namespace: nothing the agent started outlives the attempt.
+
+usage: relay.py [--limit NAME=N]... [--bridge PORT=SOCKET]... -- COMMAND...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import signal
+import sys
+
+LIMITS = {
+    "nproc": resource.RLIMIT_NPROC,
+    "nofile": resource.RLIMIT_NOFILE,
+    "fsize": resource.RLIMIT_FSIZE,
+    "core": resource.RLIMIT_CORE,
+}
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await src.read(1 << 16):
+            dst.write(chunk)
+            await dst.drain()
+        if dst.can_write_eof():
+            dst.write_eof()
+    except OSError:
+        dst.close()
+
+
+def _bridge(path: str):  # type: ignore[no-untyped-def]
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_unix_connection(path)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer), return_exceptions=True)
+        up_w.close()
+        writer.close()
+
+    return serve
+
+
+async def main(argv: list[str]) -> int:
+    split = argv.index("--")
+    options, command = argv[:split], argv[split + 1 :]
+    bridges: list[tuple[int, str]] = []
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        name, _, number = value.partition("=")
+        if flag == "--limit":
+            resource.setrlimit(LIMITS[name], (int(number), int(number)))
+        elif flag == "--bridge":
+            bridges.append((int(name), number))
+    servers = [
+        await asyncio.start_server(_bridge(path), "127.0.0.1", port, backlog=4096)
+        for port, path in bridges
+    ]
+    proc = await asyncio.create_subprocess_exec(*command)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, proc.send_signal, sig)
+    code = await proc.wait()
+    for server in servers:
+        server.close()
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
