@@ -71,6 +71,10 @@ class _Budget:
         return kept
 
 
+def _comments(n: int, kind: str = "") -> str:
+    return f"{n} {kind}comment{'' if n == 1 else 's'}"
+
+
 def referenced_issues(texts: Iterable[str], exclude: Iterable[int]) -> list[int]:
     """Same-repository `#N` references in order of appearance, at most MAX_LINKED."""
     skip, found = set(exclude), []
@@ -243,13 +247,13 @@ class ContextReader:
         parts = []
         if left_out:
             parts.append(
-                f"{left_out} earlier comments not shown "
+                f"{_comments(left_out, 'earlier ')} not shown "
                 f"(the prompt quotes at most {self.max_chars:,} characters)"
             )
         if clipped:
-            parts.append(f"{clipped} long comments clipped")
+            parts.append(f"{_comments(clipped, 'long ')} clipped")
         if edited:
-            parts.append(f"{edited} comments edited after the request left out")
+            parts.append(f"{_comments(edited)} edited after the request left out")
         if stale:
             refs = ", ".join(f"#{n}" for n in stale)
             parts.append(f"{refs} changed after the request, not quoted")

@@ -97,7 +97,7 @@ def build_prompt(
         parts.append(fence.wrap("the file the review comment is about", f"{path}{line}"))
     if ws.prior_commits:
         subjects = "\n".join(
-            f"- {sanitize(c, MAX_SUBJECT_CHARS)}" for c in ws.prior_commits[:MAX_COMMITS]
+            f"- {one_line(c, MAX_SUBJECT_CHARS)}" for c in ws.prior_commits[:MAX_COMMITS]
         )
         parts += [
             "",

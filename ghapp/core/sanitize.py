@@ -104,8 +104,8 @@ def new_nonce() -> str:
     return secrets.token_hex(8)
 
 
-# Marker-shaped text inside a field: `<<<` before a word, `>>>` after one.
-_FENCE_LIKE = re.compile(r"<{3,}(?=\s*\w)|(?<=\w)(\s*)>{3,}")
+# Text shaped like a marker inside a field (code such as `>>> x` or `a >>> 2` is left alone).
+_FENCE_LIKE = re.compile(r"<{3,}(?=\s*DATA)|(?<=DATA)[\w-]*\s*>{3,}", re.IGNORECASE)
 
 
 class Fence:
