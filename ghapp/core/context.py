@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ghapp.core.model import IssueText, Remark, Task, TaskSource
@@ -62,7 +62,6 @@ class _Budget:
     """Characters left for quoted text."""
 
     left: int
-    cut: list[str] = field(default_factory=list)
 
     def take(self, text: str, cap: int) -> str:
         """Text clipped to its cap and to what is left; the budget shrinks by what it keeps."""
@@ -96,6 +95,23 @@ async def _root_issue(store: TaskStore, task: Task) -> Task | None:
         parent = current.parent_task_id
         current = await store.get_task(parent) if parent is not None else None
     return current
+
+
+def _references(
+    issues: Iterable[IssueText | None], cutoff: datetime, budget: _Budget
+) -> tuple[list[IssueText], list[int]]:
+    """Referenced issues as quoted, and those changed since the trigger (not quoted)."""
+    quoted, stale = [], []
+    for issue in issues:
+        if issue is None:
+            continue
+        if issue.updated_at is not None and issue.updated_at > cutoff:
+            stale.append(issue.number)  # its text as of the trigger is not to be had
+            continue
+        title = budget.take(one_line(issue.title, 300), 300)
+        body = budget.take(sanitize(issue.body), MAX_LINKED_CHARS)
+        quoted.append(IssueText(issue.number, title, body, issue.is_pull_request))
+    return quoted, stale
 
 
 def own_text(task: Task, max_chars: int = DEFAULT_MAX_CHARS) -> Conversation:
@@ -138,19 +154,8 @@ class ContextReader:
             asyncio.gather(*(self.forge.thread(inst, repo, n, review=r) for _, n, r in threads)),
             asyncio.gather(*(self.forge.issue(inst, repo, n) for n in refs)),
         )
-        references, stale = [], []
-        for issue in issues:
-            if issue is None:
-                continue
-            if issue.updated_at is not None and issue.updated_at > cutoff:
-                stale.append(issue.number)  # its text as of the trigger is not to be had
-                continue
-            title = budget.take(one_line(issue.title, 300), 300)
-            body = budget.take(sanitize(issue.body), MAX_LINKED_CHARS)
-            references.append(IssueText(issue.number, title, body, issue.is_pull_request))
-
-        edited = 0
-        kept: list[tuple[int, Remark]] = []  # (section index, comment)
+        references, stale = _references(issues, cutoff, budget)
+        kept, edited = [], 0  # (section index, comment), newest first
         for index, ((_, number, review), thread) in enumerate(zip(threads, found, strict=True)):
             for remark in thread.remarks:
                 if remark.ours or remark.created_at > cutoff:
@@ -162,27 +167,29 @@ class ContextReader:
                     continue
                 kept.append((index, remark))
         kept.sort(key=lambda item: (item[1].created_at, item[1].id), reverse=True)
-        relations = await self._relations(task, [remark for _, remark in kept])
-
-        shown: list[list[Comment]] = [[] for _ in threads]
         hidden = [thread.older for thread in found]
-        clipped = dropped = 0
-        for index, remark in kept:
+        chosen: list[tuple[int, Remark, str]] = []
+        clipped, full = 0, False
+        for index, remark in kept:  # newest first
             text = sanitize(remark.body, MAX_COMMENT_CHARS)
-            if dropped or len(text) > budget.left:
-                dropped += 1  # this one and every older one: never cut mid-text
-                hidden[index] += 1
+            full = full or len(text) > budget.left
+            if full:
+                hidden[index] += 1  # this one and every older one: never cut mid-text
                 continue
             budget.left -= len(text)
             clipped += len(remark.body) > MAX_COMMENT_CHARS
+            chosen.append((index, remark, text))
+        relations = await self._relations(task, [remark for _, remark, _ in chosen])
+        shown: list[list[Comment]] = [[] for _ in threads]
+        for index, remark, text in reversed(chosen):  # oldest first
             where = ""
             if remark.path:
                 line = f", line {remark.line}" if remark.line else ""
                 where = f"on {one_line(remark.path, 300)}{line}"
-            author = relations[remark.author]
-            shown[index].append(Comment(remark.author, author, remark.created_at, text, where))
+            relation = relations[remark.author]
+            shown[index].append(Comment(remark.author, relation, remark.created_at, text, where))
         sections = tuple(
-            Section(heading, tuple(reversed(shown[i])), hidden[i])
+            Section(heading, tuple(shown[i]), hidden[i])
             for i, (heading, _, _) in enumerate(threads)
             if shown[i] or hidden[i]
         )
