@@ -14,7 +14,8 @@ Every memory figure is VmRSS from /proc/<pid>/status of a real `python -m ghapp`
 
 Then, in-process (bootstrap.build, the same wiring), --api-tasks label webhooks run through
 the whole flow with a committing stand-in agent, and FakeGitHub's counters give the API
-requests, git HTTP requests and installation-token mints per task.
+requests, git HTTP requests and installation-token mints per task. Each issue carries a
+short conversation (three comments by two people), so the reading of it is counted too.
 """
 
 from __future__ import annotations
@@ -243,6 +244,10 @@ async def phase_api(tasks: int) -> dict[str, Any]:
     try:
         for n in range(2, tasks + 1):
             github.add_issue(REPO, f"API task {n}", "benchmark")
+        github.set_permission(REPO, "maint", "write")
+        for n in range(1, tasks + 1):
+            for user, text in (("maint", "use v2"), ("stranger", "+1"), ("maint", "and a test")):
+                github.add_comment(REPO, n, text, user)
         agent = CommittingAgent()
         app = await stack.start(worker=agent)
         # Warm-up: the first task clones the mirror and mints the first token.
@@ -291,6 +296,7 @@ async def deliver_label(stack: Stack, number: int) -> int:
     data["label"]["name"] = "mc-auto"
     data["issue"]["number"] = number
     data["issue"]["title"] = f"API task {number}"
+    data["issue"]["updated_at"] = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")  # labelled now
     return await stack.deliver("issues", data)
 
 

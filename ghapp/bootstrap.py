@@ -230,6 +230,7 @@ def _runner(
             poll_s=poll_s,
             node=settings.node_id,
             lease_s=settings.lease_s,
+            context_max_chars=settings.context_max_chars,
         ),
         logs=AgentLogReader(),
     )

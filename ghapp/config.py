@@ -65,6 +65,7 @@ class Settings:
     prices_path: Path | None = None
     repo_agent_settings: bool = False
     log_max_mb: int = 50
+    context_max_chars: int = 100_000
 
     @property
     def is_postgres(self) -> bool:
@@ -294,6 +295,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         prices_path=Path(prices) if prices else None,
         repo_agent_settings=r.flag("MC_REPO_AGENT_SETTINGS"),
         log_max_mb=r.integer("MC_LOG_MAX_MB", 50, minimum=1),
+        context_max_chars=r.integer("MC_CONTEXT_MAX_CHARS", 100_000, minimum=1000),
     )
 
 

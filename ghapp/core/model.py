@@ -70,6 +70,8 @@ class NewTask:
     review_path: str | None = None
     review_line: int | None = None
     parent_task_id: int | None = None
+    triggered_at: datetime | None = None
+    pr_description: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,12 @@ class Task:
     review_path: str | None = None
     review_line: int | None = None
     parent_task_id: int | None = None
+    # When the request was made: the conversation the agent reads ends here.
+    triggered_at: datetime | None = None
+    # A PR follow-up's pull request description as of the trigger.
+    pr_description: str = ""
+    # What the prompt left out of the conversation, for the tracking comment.
+    context_note: str | None = None
     updated_at: datetime = field(default_factory=utcnow)
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
@@ -136,6 +144,8 @@ MUTABLE_FIELDS = TASK_FIELDS - {
     "cost_usd",
     "lease_owner",
     "lease_expires_at",
+    "triggered_at",
+    "pr_description",
 }
 
 
@@ -219,6 +229,40 @@ class Repository:
     full_name: str
     default_branch: str
     clone_url: str
+
+
+@dataclass(frozen=True)
+class Remark:
+    """One comment of an issue or pull request conversation, as the forge returned it."""
+
+    id: int
+    author: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+    by_bot: bool = False
+    ours: bool = False  # written by this app
+    path: str | None = None  # an inline review comment's file and line
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A conversation's newest comments, oldest first; `older` ones were not fetched."""
+
+    remarks: tuple[Remark, ...] = ()
+    older: int = 0
+
+
+@dataclass(frozen=True)
+class IssueText:
+    """An issue or pull request's title and description, for a reference to it."""
+
+    number: int
+    title: str
+    body: str
+    is_pull_request: bool = False
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)

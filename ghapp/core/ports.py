@@ -17,6 +17,7 @@ from ghapp.core.model import (
     Claim,
     Delivery,
     Installation,
+    IssueText,
     Lease,
     NewTask,
     Project,
@@ -24,6 +25,7 @@ from ghapp.core.model import (
     Repository,
     Task,
     TaskState,
+    Thread,
 )
 
 
@@ -242,6 +244,20 @@ class Forge(Protocol):
     async def update_pr(
         self, installation_id: int, repo: str, number: int, *, body: str
     ) -> None: ...
+
+    async def thread(
+        self, installation_id: int, repo: str, number: int, *, review: bool = False
+    ) -> Thread:
+        """An issue's or PR's conversation comments (`review`: a PR's inline review comments).
+
+        Oldest first; a long conversation costs a few paginated calls and yields its newest
+        comments, with the count of older ones left unfetched.
+        """
+        ...
+
+    async def issue(self, installation_id: int, repo: str, number: int) -> IssueText | None:
+        """An issue's or PR's title and description; None when it does not exist."""
+        ...
 
 
 @dataclass(frozen=True)

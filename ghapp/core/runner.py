@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
+from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader, Conversation
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
     LOCAL_NODE,
@@ -60,6 +61,7 @@ class RunnerConfig:
     progress_s: float = 60.0
     node: str = LOCAL_NODE
     lease_s: float = DEFAULT_LEASE_S
+    context_max_chars: int = DEFAULT_MAX_CHARS
 
     @property
     def renew_s(self) -> float:
@@ -133,6 +135,7 @@ class TaskRunner:
         self.store, self.forge, self.vcs, self.worker = store, forge, vcs, worker
         self.reporter, self.clock, self.config = reporter, clock, config
         self.logs = logs
+        self.context = ContextReader(forge, store, config.context_max_chars)
         self._wake = asyncio.Event()
         self._runs: dict[int, _Run] = {}
         self._jobs: dict[int, asyncio.Task[None]] = {}
@@ -297,7 +300,10 @@ class TaskRunner:
     async def _attempt(self, task: Task, run: _Run, cost_box: list[float]) -> _Result:
         """Prepare, run the agent, then let git decide what happened."""
         log_path = self.config.log_dir / f"task-{task.id}-attempt-{task.attempt}.log"
-        task = await self.store.update(task.id, log_path=str(log_path), wait_reason=None)
+        convo = await self.context.read(task)  # the conversation up to the trigger
+        task = await self.store.update(
+            task.id, log_path=str(log_path), wait_reason=None, context_note=convo.note or None
+        )
         task = await self._track(task)
         await self.reporter.notify(
             "started", f"Task #{task.id} started: {task.repo}#{task.issue_number}", task
@@ -310,7 +316,7 @@ class TaskRunner:
                 await self._hold(run)
                 return _Result(TaskState.CANCELLED, "cancelled before the agent started")
             started = self.clock.now()
-            outcome = await self._run_agent(task, ws, log_path, run.stop)
+            outcome = await self._run_agent(task, ws, log_path, run.stop, convo)
             cost_box[0] = outcome.cost_usd
             duration = (self.clock.now() - started).total_seconds()
             async with asyncio.timeout(self.config.grace_s):
@@ -343,12 +349,12 @@ class TaskRunner:
             return await git_call(await self.forge.token(task.installation_id, refused=token))
 
     async def _run_agent(
-        self, task: Task, ws: Workspace, log_path: Path, stop: asyncio.Event
+        self, task: Task, ws: Workspace, log_path: Path, stop: asyncio.Event, convo: Conversation
     ) -> AgentOutcome:
         """Run the worker; an exception from it is a failed run that cost nothing known."""
         request = AgentRequest(
             task_id=task.id,
-            prompt=build_prompt(task, ws),
+            prompt=build_prompt(task, ws, convo),
             cwd=ws.path,
             home=ws.home,
             budget_usd=task.budget_usd,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
@@ -44,6 +45,7 @@ class Trigger:
     review_path: str | None = None
     review_line: int | None = None
     delivery_id: str | None = None
+    triggered_at: datetime | None = None  # the comment's or label's time, from the payload
 
 
 class RunnerControl(Protocol):
@@ -138,13 +140,13 @@ class TaskService:
     async def _queue(self, trig: Trigger, cmd: NewTaskCommand) -> str:
         """Create the task, or a follow-up on a PR that ghapp opened."""
         branch = pr_number = parent_id = None
-        title, body = trig.title, trig.body
+        title, body, pr_description = trig.title, trig.body, ""
         if trig.is_pull_request:
             parent = await self.store.task_for_pr(trig.repo, trig.number)
             if parent is None:
                 return "ignored: not a MissionControl pull request"
             branch, pr_number, parent_id = parent.branch, parent.pr_number, parent.id
-            title, body = parent.title, parent.body
+            title, body, pr_description = parent.title, parent.body, trig.body
         new = NewTask(
             source=trig.source,
             repo=trig.repo,
@@ -165,6 +167,9 @@ class TaskService:
             review_path=trig.review_path,
             review_line=trig.review_line,
             parent_task_id=parent_id,
+            # The conversation the agent reads ends here; a payload without a time: now.
+            triggered_at=trig.triggered_at or self.clock.now(),
+            pr_description=pr_description,
         )
         task = await self.submit(new)
         return "queued" if task is not None else "ignored: already active"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +22,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
 REQUESTER = "ghapp"
+# The Link header of the last response in this task (gidgethub keeps only rel="next").
+_LINK: ContextVar[str | None] = ContextVar("ghapp_link", default=None)
+_LINK_PART = re.compile(r'<([^>]*)>\s*;\s*rel="?([\w ]+)"?')
+_PAGE = re.compile(r"[?&]page=(\d+)")
+
+
+def link_pages(header: str | None) -> dict[str, int]:
+    """Page numbers of a Link header's relations (first, prev, next, last)."""
+    pages: dict[str, int] = {}
+    for url, rels in _LINK_PART.findall(header or ""):
+        page = _PAGE.search(url)
+        if page is not None:
+            for rel in rels.split():
+                pages[rel] = int(page.group(1))
+    return pages
 
 
 def retry_delay(exc: HTTPException, attempt: int) -> float | None:
@@ -77,6 +95,24 @@ class GitHubClient(gh_aiohttp.GitHubAPI):
         )
         await self.sleep(delay)
         return True
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        status, response_headers, data = await super()._request(method, url, headers, body)
+        _LINK.set(response_headers.get("link"))
+        return status, response_headers, data
+
+    async def getpage(
+        self, url: str, url_vars: dict[str, Any], *, oauth_token: str
+    ) -> tuple[Any, dict[str, int]]:
+        """One page of a list and the page numbers its Link header names, such as "last"."""
+        reset = _LINK.set(None)
+        try:
+            data = await self.getitem(url, url_vars, oauth_token=oauth_token)
+            return data, link_pages(_LINK.get())
+        finally:
+            _LINK.reset(reset)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from ghapp.core.commands import NewTaskCommand, parse_command
@@ -29,6 +30,19 @@ def _str(value: object) -> str:
     if not isinstance(value, str):
         return ""
     return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _time(value: object) -> datetime | None:
+    """An ISO-8601 timestamp as aware UTC; None when missing or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return None
+    return moment.astimezone(UTC)
 
 
 def installation_change(payload: Payload) -> tuple[int, str, list[str], list[str]] | None:
@@ -87,6 +101,8 @@ def label_trigger(payload: Payload, label: str, delivery_id: str | None = None) 
         title=_str(issue.get("title")),
         body=_str(issue.get("body")),
         delivery_id=delivery_id,
+        # GitHub stamps the issue when the label goes on: no later change is in this payload.
+        triggered_at=_time(issue.get("updated_at")),
     )
 
 
@@ -132,6 +148,7 @@ def comment_trigger(
         comment_id=_int(comment.get("id")),
         is_pull_request="pull_request" in issue,
         delivery_id=delivery_id,
+        triggered_at=_time(comment.get("created_at")),
     )
 
 
@@ -142,16 +159,19 @@ def review_trigger(
     if payload.get("action") != "submitted":
         return None
     pr = _dict(payload.get("pull_request"))
+    review = _dict(payload.get("review"))
     return _command_trigger(
         payload,
-        _str(_dict(payload.get("review")).get("body")),
+        _str(review.get("body")),
         pr.get("number"),
         prefix,
         max_budget,
         source=TaskSource.REVIEW,
         title=_str(pr.get("title")),
+        body=_str(pr.get("body")),
         is_pull_request=True,
         delivery_id=delivery_id,
+        triggered_at=_time(review.get("submitted_at")),
     )
 
 
@@ -172,11 +192,13 @@ def review_comment_trigger(
         max_budget,
         source=TaskSource.REVIEW,
         title=_str(pr.get("title")),
+        body=_str(pr.get("body")),
         comment_id=_int(comment.get("id")),
         is_pull_request=True,
         review_path=_str(comment.get("path")) or None,
         review_line=line,
         delivery_id=delivery_id,
+        triggered_at=_time(comment.get("created_at")),
     )
 
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
 from gidgethub import BadRequest
 
-from ghapp.core.model import PullRequest, Repository
+from ghapp.core.model import IssueText, PullRequest, Remark, Repository, Thread
 from ghapp.github.auth import AppAuth, GitHubClient
 
 log = logging.getLogger(__name__)
 
 MAX_COMMENT_CHARS = 65536
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
+PER_PAGE = 100
+MAX_PAGES = 3  # per conversation: the first (to learn the last), then the newest
+COMMENT_URLS = {
+    False: "/repos/{owner}/{name}/issues/{number}/comments{?per_page,page}",
+    True: "/repos/{owner}/{name}/pulls/{number}/comments{?per_page,page}",
+}
 REACTION_URLS = {
     "issue": "/repos/{owner}/{name}/issues/{number}/reactions",
     "comment": "/repos/{owner}/{name}/issues/comments/{number}/reactions",
@@ -51,6 +58,48 @@ def _repo_vars(repo: str, **extra: object) -> dict[str, Any]:
     if not owner or not name:
         raise ValueError(f"repository must be owner/name, got {repo!r}")
     return {"owner": owner, "name": name, **extra}
+
+
+def _time(value: object) -> datetime | None:
+    """A GitHub timestamp as an aware datetime; None when missing or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _positive(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _remark(data: dict[str, Any], app_id: str) -> Remark | None:
+    """A comment as the core reads it; None for one too mangled to place in time."""
+    created = _time(data.get("created_at"))
+    ident = _positive(data.get("id"))
+    if created is None or ident is None:
+        return None
+    raw_user = data.get("user")
+    user: dict[str, Any] = raw_user if isinstance(raw_user, dict) else {}
+    app = data.get("performed_via_github_app")
+    login = _text(user.get("login")) or "ghost"
+    return Remark(
+        id=ident,
+        author=login,
+        body=_text(data.get("body")),
+        created_at=created,
+        updated_at=_time(data.get("updated_at")) or created,
+        by_bot=user.get("type") == "Bot" or login.endswith("[bot]"),
+        ours=isinstance(app, dict) and str(app.get("id")) == app_id,
+        path=_text(data.get("path")) or None,
+        line=_positive(data.get("line")) or _positive(data.get("original_line")),
+    )
 
 
 def _pull(data: dict[str, Any]) -> PullRequest:
@@ -107,6 +156,8 @@ class GitHubForge:
     ) -> Any:
         if method == "GET":
             return await self._gh.getitem(url, url_vars, oauth_token=token)
+        if method == "PAGE":  # a GET that also returns the Link header's page numbers
+            return await self._gh.getpage(url, url_vars, oauth_token=token)
         async with self._write_lock:  # GitHub asks for serial writes spaced >= 1 s
             wait = self._last_write + self.write_interval_s - time.monotonic()
             if wait > 0:
@@ -229,4 +280,46 @@ class GitHubForge:
             url,
             _repo_vars(repo, number=number),
             {"body": trim_body(body)},
+        )
+
+    async def thread(
+        self, installation_id: int, repo: str, number: int, *, review: bool = False
+    ) -> Thread:
+        """The newest comments, oldest first: page 1 names the last page; then the last pages."""
+        url = COMMENT_URLS[review]
+
+        async def page(n: int) -> tuple[list[Any], dict[str, int]]:
+            url_vars = _repo_vars(repo, number=number, per_page=PER_PAGE, page=n)
+            data, links = await self._call(installation_id, "PAGE", url, url_vars)
+            return (data if isinstance(data, list) else []), links
+
+        first, links = await page(1)
+        last = links.get("last", 1)
+        wanted = range(max(2, last - MAX_PAGES + 2), last + 1)
+        rest = await asyncio.gather(*(page(n) for n in wanted))
+        older = 0
+        items = first
+        if wanted and wanted.start > 2:  # pages in between are skipped: page 1 is too old
+            older, items = (wanted.start - 1) * PER_PAGE, []
+        for data, _ in rest:
+            items = items + data
+        found = (_remark(i, self._auth.app_id) for i in items if isinstance(i, dict))
+        remarks = sorted((r for r in found if r is not None), key=lambda r: (r.created_at, r.id))
+        return Thread(tuple(remarks), older)
+
+    async def issue(self, installation_id: int, repo: str, number: int) -> IssueText | None:
+        """An issue's or PR's title and description; None when it does not exist."""
+        url = "/repos/{owner}/{name}/issues/{number}"
+        try:
+            data = await self._call(installation_id, "GET", url, _repo_vars(repo, number=number))
+        except BadRequest as exc:
+            if int(exc.status_code) in (404, 410):
+                return None
+            raise
+        return IssueText(
+            number=number,
+            title=_text(data.get("title")),
+            body=_text(data.get("body")),
+            is_pull_request="pull_request" in data,
+            updated_at=_time(data.get("updated_at")),
         )

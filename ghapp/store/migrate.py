@@ -26,6 +26,7 @@ _TIMES = {
     "finished_at",
     "updated_at",
     "lease_expires_at",
+    "triggered_at",
     "received_at",
     "processed_at",
     "claimed_until",

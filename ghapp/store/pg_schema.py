@@ -176,6 +176,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE UNIQUE INDEX projects_one_default ON projects (is_default) WHERE is_default",
     ),
+    # 2: the conversation as of the trigger (issue 16): when it was, and what was left out.
+    (
+        "ALTER TABLE tasks ADD COLUMN triggered_at TIMESTAMPTZ",
+        "ALTER TABLE tasks ADD COLUMN pr_description TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN context_note TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

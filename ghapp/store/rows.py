@@ -25,7 +25,7 @@ SqlValue = str | int | float | bytes | None
 
 TASK_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))
 _DATETIMES = frozenset(
-    {"created_at", "started_at", "finished_at", "updated_at", "lease_expires_at"}
+    {"created_at", "started_at", "finished_at", "updated_at", "lease_expires_at", "triggered_at"}
 )
 NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
 _BOOLS = frozenset({"is_pull_request", "cancel_requested"})

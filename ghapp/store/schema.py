@@ -160,6 +160,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
         "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
     ),
+    # 3: the conversation as of the trigger (issue 16): when it was, and what was left out.
+    (
+        "ALTER TABLE tasks ADD COLUMN triggered_at TEXT",
+        "ALTER TABLE tasks ADD COLUMN pr_description TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN context_note TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

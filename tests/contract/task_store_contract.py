@@ -189,6 +189,8 @@ class TaskStoreContract:
             review_path="src/a.py",
             review_line=12,
             parent_task_id=None,
+            triggered_at=T0 - timedelta(seconds=3),
+            pr_description="PR text ✓",
         )
         task = await store.create_task(request, T0)
         assert task is not None
@@ -198,6 +200,8 @@ class TaskStoreContract:
         assert task.created_at == T0 and task.created_at.utcoffset() == timedelta(0)
         assert (task.cost_usd, task.reserved_usd, task.cancel_requested) == (0.0, 0.0, False)
         assert task.started_at is None and task.finished_at is None
+        assert task.triggered_at is not None and task.triggered_at.utcoffset() == timedelta(0)
+        assert task.context_note is None
         assert await store.get_task(task.id) == task
         assert isinstance(task.source, TaskSource) and isinstance(task.is_pull_request, bool)
         follow_up = await queued(store, 18, parent_task_id=task.id)
@@ -722,8 +726,10 @@ class TaskStoreContract:
             tracking_comment_id=77,
             is_pull_request=True,
             wait_reason=None,
+            context_note="3 earlier comments not shown",
         )
         assert (changed.branch, changed.base_sha, changed.pr_number) == ("mc/issue-1", "abc123", 5)
+        assert changed.context_note == "3 earlier comments not shown"
         assert changed.pr_fate == "merged" and changed.tracking_comment_id == 77
         assert changed.is_pull_request is True
         assert changed.state is TaskState.RUNNING and changed.attempt == 1

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from ghapp.core.model import TaskState
-from ghapp.store.pg_schema import SCHEMA_VERSION
+from ghapp.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from ghapp.store.postgres import PostgresTaskStore
 from tests.contract.task_store_contract import (
     PLENTY,
@@ -85,6 +85,32 @@ class TestPostgresTaskStore(TaskStoreContract):
             assert await stores[5].get_task(task.id) == task
         finally:
             await asyncio.gather(*(s.close() for s in stores))
+
+    async def test_a_version_1_database_upgrades_keeping_its_tasks(self, dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for statement in MIGRATIONS[0]:
+                await conn.execute(statement)
+            await conn.execute("CREATE TABLE ghapp_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO ghapp_schema VALUES (1)")
+            await conn.execute(
+                "INSERT INTO tasks (source, repo, installation_id, issue_number, requester, "
+                "instructions, budget_usd, state, created_at, updated_at) VALUES "
+                "('label', 'octo/app', 7, 1, 'alice', 'fix it', 1.0, 'queued', $1, $1)",
+                T0,
+            )
+        finally:
+            await conn.close()
+        store = PostgresTaskStore(dsn)
+        try:
+            await store.migrate()
+            task = await store.get_task(1)
+            assert task is not None and task.instructions == "fix it"
+            assert (task.triggered_at, task.pr_description, task.context_note) == (None, "", None)
+            later = await queued(store, 2, triggered_at=T0, pr_description="d")
+            assert (later.triggered_at, later.pr_description) == (T0, "d")
+        finally:
+            await store.close()
 
     async def test_newer_schema_is_refused(self, dsn: str) -> None:
         conn = await asyncpg.connect(dsn)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ghapp.core.model import TaskState
-from ghapp.store.schema import SCHEMA_VERSION
+from ghapp.store.schema import MIGRATIONS, SCHEMA_VERSION
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.contract.task_store_contract import (
     PLENTY,
@@ -60,6 +60,32 @@ class TestSqliteTaskStore(TaskStoreContract):
             assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         finally:
             raw.close()
+
+    async def test_a_version_2_database_upgrades_keeping_its_tasks(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True)
+        raw = sqlite3.connect(db_path)
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                raw.execute(statement)
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute(
+            "INSERT INTO tasks (source, repo, installation_id, issue_number, requester, "
+            "instructions, budget_usd, state, created_at, updated_at) VALUES "
+            "('label', 'octo/app', 7, 1, 'alice', 'fix it', 1.0, 'queued', ?, ?)",
+            (T0.isoformat(), T0.isoformat()),
+        )
+        raw.commit()
+        raw.close()
+        store = SqliteTaskStore(db_path)
+        try:
+            await store.migrate()
+            task = await store.get_task(1)
+            assert task is not None and task.instructions == "fix it"
+            assert (task.triggered_at, task.pr_description, task.context_note) == (None, "", None)
+            later = await queued(store, 2, triggered_at=T0, pr_description="d")
+            assert (later.triggered_at, later.pr_description) == (T0, "d")
+        finally:
+            await store.close()
 
     async def test_connection_pragmas(self, store: SqliteTaskStore) -> None:
         db = store._conn()

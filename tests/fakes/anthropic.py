@@ -2,9 +2,10 @@
 
 A test selects a script by putting ``[scenario:NAME]`` in the prompt; optional markers:
 ``[cwd:/abs/path]`` (where Write puts its file; default: the CLI's own "Primary working
-directory" from the system prompt), ``[file:name]``, ``[read:/path]`` (repeatable, for
-``malicious``) and ``[url:http://...]`` (the ``curl`` target of ``malicious``). The next
-reply of a scenario is chosen by counting the ``tool_result`` blocks in the request.
+directory" from the system prompt), ``[file:name]`` (the last one), ``[read:/path]``
+(repeatable, for ``malicious``) and ``[url:http://...]`` (the ``curl`` target of
+``malicious``). The next reply of a scenario is chosen by counting the ``tool_result``
+blocks in the request.
 """
 
 from __future__ import annotations
@@ -287,7 +288,8 @@ class ScriptedAnthropic:
             turn=turn,
             prompt=prompt,
             cwd=cwd,
-            file=m.group(1) if (m := FILE_RE.search(prompt)) else "hello.txt",
+            # The last one: the request comes after the conversation it quotes.
+            file=(FILE_RE.findall(prompt) or ["hello.txt"])[-1],
             reads=tuple(READ_RE.findall(prompt)),
             url=m.group(1) if (m := URL_RE.search(prompt)) else None,
             run=self.runs.get(scenario, 1),

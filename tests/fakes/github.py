@@ -74,6 +74,15 @@ class Installation:
     repos: list[str] = field(default_factory=list)
 
 
+def _stamp(moment: datetime) -> str:
+    """GitHub's timestamp format: UTC, whole seconds, Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Comment:
     id: int
@@ -81,6 +90,11 @@ class Comment:
     issue_number: int
     body: str
     user: str
+    created_at: datetime = field(default_factory=_now)
+    updated_at: datetime | None = None  # set by an edit
+    by_app: bool = False  # posted through the API with this app's installation token
+    path: str | None = None  # review comments: the file and line they are on
+    line: int | None = None
 
 
 @dataclass
@@ -90,6 +104,7 @@ class Issue:
     title: str = ""
     body: str = ""
     is_pr: bool = False
+    updated_at: datetime = field(default_factory=_now)
 
 
 @dataclass
@@ -194,17 +209,49 @@ class FakeGitHub:
         self.issues[(repo, number)] = Issue(repo, number, title, body)
         return number
 
-    def add_comment(self, repo: str, number: int, body: str, user: str = "octocat") -> int:
+    def add_comment(
+        self,
+        repo: str,
+        number: int,
+        body: str,
+        user: str = "octocat",
+        *,
+        at: datetime | None = None,
+        by_app: bool = False,
+    ) -> int:
+        """A comment by `user`, created `at` (now); it bumps its issue's updated_at."""
         cid = next(self._ids)
-        self.comments[cid] = Comment(cid, repo, number, body, user)
+        comment = Comment(cid, repo, number, body, user, at or _now(), by_app=by_app)
+        self.comments[cid] = comment
+        if (issue := self.issues.get((repo, number))) is not None:
+            issue.updated_at = max(issue.updated_at, comment.created_at)
         return cid
 
     def add_review_comment(
-        self, repo: str, pr_number: int, body: str, user: str = "octocat"
+        self,
+        repo: str,
+        pr_number: int,
+        body: str,
+        user: str = "octocat",
+        *,
+        path: str = "README.md",
+        line: int | None = 1,
+        at: datetime | None = None,
     ) -> int:
         cid = next(self._ids)
-        self.review_comments[cid] = Comment(cid, repo, pr_number, body, user)
+        self.review_comments[cid] = Comment(
+            cid, repo, pr_number, body, user, at or _now(), path=path, line=line
+        )
         return cid
+
+    def edit_comment_as_user(self, cid: int, body: str, at: datetime | None = None) -> None:
+        """A person edits their comment (or review comment) on GitHub's web page."""
+        comment = self.comments.get(cid) or self.review_comments[cid]
+        comment.body, comment.updated_at = body, at or _now()
+
+    def edit_issue(self, repo: str, number: int, body: str, at: datetime | None = None) -> None:
+        issue = self.issues[(repo, number)]
+        issue.body, issue.updated_at = body, at or _now()
 
     def comments_on(self, repo: str, number: int) -> list[Comment]:
         return [c for c in self.comments.values() if (c.repo, c.issue_number) == (repo, number)]
@@ -283,6 +330,7 @@ class FakeGitHub:
                 web.post(p + r + "/issues/{number:\\d+}/reactions", self._react_issue),
                 web.post(p + r + "/issues/comments/{id:\\d+}/reactions", self._react_comment),
                 web.post(p + r + "/pulls/comments/{id:\\d+}/reactions", self._react_review),
+                web.get(p + r + "/pulls/{number:\\d+}/comments", self._list_review_comments),
                 web.get(p + r + "/pulls", self._list_pulls),
                 web.post(p + r + "/pulls", self._create_pull),
                 web.get(p + r + "/pulls/{number:\\d+}", self._get_pull),
@@ -466,32 +514,80 @@ class FakeGitHub:
     async def _get_issue(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
         issue = self._issue(repo, request)
-        data: dict[str, Any] = {"number": issue.number, "title": issue.title, "body": issue.body}
+        data: dict[str, Any] = {
+            "number": issue.number,
+            "title": issue.title,
+            "body": issue.body,
+            "updated_at": _stamp(issue.updated_at),
+            "comments": len(self.comments_on(repo, issue.number)),
+        }
         if issue.is_pr:
             data["pull_request"] = {"url": f"{self.base_url}/repos/{repo}/pulls/{issue.number}"}
         return web.json_response(data | {"state": "open"})
 
+    def _association(self, repo: str, user: str) -> str:
+        role = self.permissions.get((repo, user.lower()))
+        if repo.split("/")[0].lower() == user.lower():
+            return "OWNER"
+        return "COLLABORATOR" if role in ("admin", "maintain", "write", "triage") else "NONE"
+
     def _comment_json(self, c: Comment) -> dict[str, Any]:
-        return {
+        bot = c.by_app or c.user.endswith("[bot]")
+        app = {"id": self.app_id, "slug": self.app_slug} if c.by_app else None
+        data: dict[str, Any] = {
             "id": c.id,
             "body": c.body,
-            "user": {"login": c.user, "type": "Bot" if c.user.endswith("[bot]") else "User"},
-            "html_url": f"{self.html_base}/{c.repo}/issues/{c.issue_number}#issuecomment-{c.id}",
-            "issue_url": f"{self.base_url}/repos/{c.repo}/issues/{c.issue_number}",
+            "user": {"login": c.user, "type": "Bot" if bot else "User"},
+            "created_at": _stamp(c.created_at),
+            "updated_at": _stamp(c.updated_at or c.created_at),
+            "author_association": self._association(c.repo, c.user),
+            "performed_via_github_app": app,
         }
+        if c.path is None:
+            data["html_url"] = (
+                f"{self.html_base}/{c.repo}/issues/{c.issue_number}#issuecomment-{c.id}"
+            )
+            data["issue_url"] = f"{self.base_url}/repos/{c.repo}/issues/{c.issue_number}"
+        else:
+            data["html_url"] = f"{self.html_base}/{c.repo}/pull/{c.issue_number}#discussion_r{c.id}"
+            data |= {"path": c.path, "line": c.line, "original_line": c.line, "position": 1}
+        return data
+
+    def _paginated(self, request: web.Request, items: list[Comment]) -> web.Response:
+        """One page of a list as GitHub serves it: per_page (30, at most 100), Link relations."""
+        try:
+            per_page = min(100, max(1, int(request.query.get("per_page", "30"))))
+            page = max(1, int(request.query.get("page", "1")))
+        except ValueError:
+            raise Fail(400, "Invalid pagination parameters") from None
+        last = max(1, -(-len(items) // per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        links = []
+
+        def url(n: int) -> str:
+            return str(request.url.update_query(per_page=per_page, page=n))
+
+        if page < last:
+            links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
+        if page > 1:
+            links += [f'<{url(1)}>; rel="first"', f'<{url(min(page, last + 1) - 1)}>; rel="prev"']
+        headers = {"link": ", ".join(links)} if links else {}
+        return web.json_response([self._comment_json(c) for c in chunk], headers=headers)
 
     async def _list_comments(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
         issue = self._issue(repo, request)
-        per_page = min(100, int(request.query.get("per_page", "30")))
-        page = int(request.query.get("page", "1"))
-        items = self.comments_on(repo, issue.number)
-        chunk = items[(page - 1) * per_page : page * per_page]
-        headers = {}
-        if page * per_page < len(items):
-            nxt = request.url.with_query(per_page=per_page, page=page + 1)
-            headers["link"] = f'<{nxt}>; rel="next"'
-        return web.json_response([self._comment_json(c) for c in chunk], headers=headers)
+        return self._paginated(request, self.comments_on(repo, issue.number))
+
+    async def _list_review_comments(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        pr = self._pull(repo, request)
+        found = [
+            c
+            for c in self.review_comments.values()
+            if (c.repo, c.issue_number) == (repo, pr.number)
+        ]
+        return self._paginated(request, sorted(found, key=lambda c: c.id))
 
     async def _body(self, request: web.Request, resource: str) -> dict[str, Any]:
         data = await request.json()
@@ -507,7 +603,7 @@ class FakeGitHub:
         data = await self._body(request, "IssueComment")
         if not data.get("body"):
             raise Fail(422, 'Invalid request.\n\nNo subschema in "oneOf" matched.')
-        cid = self.add_comment(repo, issue.number, data["body"], self.bot_login)
+        cid = self.add_comment(repo, issue.number, data["body"], self.bot_login, by_app=True)
         return web.json_response(self._comment_json(self.comments[cid]), status=201)
 
     async def _edit_comment(self, request: web.Request) -> web.Response:
@@ -516,6 +612,7 @@ class FakeGitHub:
         if comment is None or comment.repo != repo:
             raise Fail(404, "Not Found")
         comment.body = (await self._body(request, "IssueComment"))["body"]
+        comment.updated_at = _now()
         self.comment_edits.append((comment.id, comment.body))
         return web.json_response(self._comment_json(comment))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ghapp.core.model import PullRequest, Repository, Task
+from ghapp.core.model import IssueText, PullRequest, Repository, Task, Thread
 from ghapp.core.ports import AgentOutcome, AgentRequest, Notice, StopReason, Workspace
 
 
@@ -37,6 +37,9 @@ class MemoryForge:
     pr_bodies: dict[int, str] = field(default_factory=dict)
     tokens_issued: int = 0
     fail_repository: Exception | None = None
+    threads: dict[tuple[int, bool], Thread] = field(default_factory=dict)  # (number, review)
+    issues: dict[int, IssueText] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)
 
     async def token(self, installation_id: int, refused: str | None = None) -> str:
         self.tokens_issued += 1
@@ -86,6 +89,16 @@ class MemoryForge:
 
     async def update_pr(self, installation_id: int, repo: str, number: int, *, body: str) -> None:
         self.pr_bodies[number] = body
+
+    async def thread(
+        self, installation_id: int, repo: str, number: int, *, review: bool = False
+    ) -> Thread:
+        self.reads.append(f"{'review' if review else 'comments'}:{number}")
+        return self.threads.get((number, review), Thread())
+
+    async def issue(self, installation_id: int, repo: str, number: int) -> IssueText | None:
+        self.reads.append(f"issue:{number}")
+        return self.issues.get(number)
 
     def bodies(self) -> list[str]:
         """Every comment text and every edit, in order."""

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from ghapp.bootstrap import Ghapp, build, web_app
 from ghapp.config import Settings
-from ghapp.core.ports import Worker
+from ghapp.core.ports import AgentOutcome, AgentRequest, Worker
 from tests.conftest import webhook_headers
 from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub
@@ -96,6 +96,21 @@ class Stack:
 
     def reactions(self) -> list[tuple[str, str]]:
         return list(self.github.reactions)
+
+
+@dataclass
+class CommittingWorker:
+    """An in-process agent that makes one real commit at once and keeps every request."""
+
+    requests: list[AgentRequest] = field(default_factory=list)
+
+    async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
+        self.requests.append(request)
+        (request.cwd / f"change-{len(self.requests)}.txt").write_text("work\n")
+        for argv in (["git", "add", "-A"], ["git", "commit", "-qm", "agent work"]):
+            proc = await asyncio.create_subprocess_exec(*argv, cwd=request.cwd)
+            assert await proc.wait() == 0
+        return AgentOutcome(True, 0.01, "made a change")
 
 
 async def eventually(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given
@@ -84,6 +85,28 @@ def test_review_comment_passes_file_and_line() -> None:
     trig = events.review_comment_trigger(data, "/mc", 10)
     assert trig is not None and trig.source is TaskSource.REVIEW and trig.is_pull_request
     assert (trig.review_path, trig.review_line, trig.number) == ("src/a.py", 12, data["number"])
+
+
+def test_each_trigger_carries_its_own_time() -> None:
+    """The conversation the agent reads ends at this moment, taken from the payload."""
+    label = events.label_trigger(labeled(), "mc-auto")
+    assert label is not None and label.triggered_at == datetime(2019, 5, 15, 15, 20, 18, tzinfo=UTC)
+    data = payload("issue_comment.created.with-installation")
+    data["comment"]["body"] = "/mc go"
+    data["comment"]["created_at"] = "2026-03-01T12:00:05Z"
+    comment = events.comment_trigger(data, "/mc", 10)
+    assert comment is not None and comment.triggered_at == datetime(
+        2026, 3, 1, 12, 0, 5, tzinfo=UTC
+    )
+    review = payload("pull_request.opened", id=9)
+    review |= {"action": "submitted", "review": {"body": "/mc go", "submitted_at": "2026-03-01"}}
+    review["pull_request"]["body"] = "PR text"
+    trig = events.review_trigger(review, "/mc", 10)
+    assert trig is not None and trig.triggered_at is None and trig.body == "PR text"  # no zone
+    for junk in (None, 5, "yesterday", "2026-13-01T00:00:00Z"):
+        data["comment"]["created_at"] = junk
+        found = events.comment_trigger(data, "/mc", 10)
+        assert found is not None and found.triggered_at is None
 
 
 def test_pr_fate() -> None:
