@@ -165,17 +165,8 @@ class FakeSlack:
         ]
 
     def parent_of_task(self, task_id: int, channel: str = ALLOWED) -> Message | None:
-        for m in self.parents(channel):
-            if (
-                any(
-                    str(e.get("value")) == str(task_id)
-                    for b in m.blocks
-                    for e in b.get("elements", [])
-                )
-                or f"Task #{task_id} " in m.text
-            ):
-                return m
-        return None
+        """The channel message that heads a task's thread (its text names the task)."""
+        return next((m for m in self.parents(channel) if f"Task #{task_id} " in m.text), None)
 
     def method_calls(self, method: str) -> list[dict[str, Any]]:
         return [params for name, params in self.calls if name == method]
