@@ -39,6 +39,16 @@ async def stack(fake_slack: FakeSlack, telegram: FakeTelegram) -> AsyncIterator[
     await close_stack(s)
 
 
+def readme(stack: Stack, repo: str) -> str:
+    bare = stack.root / "git" / f"{repo}.git"
+    return subprocess.run(
+        ["git", "-C", str(bare), "show", "main:README.md"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
 async def test_without_the_permission_it_names_it_and_where(
     stack: Stack, fake_slack: FakeSlack, telegram: FakeTelegram
 ) -> None:
@@ -74,13 +84,7 @@ async def test_with_the_permission_it_creates_and_registers_the_repository(
     )
     created = stack.github.repos["acme/newrepo"]
     assert created.private
-    readme = subprocess.run(
-        ["git", "-C", str(stack.root / "git" / "acme/newrepo.git"), "show", "main:README.md"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert readme.startswith("# newrepo")
+    assert readme(stack, "acme/newrepo").startswith("# newrepo")
     [project] = await app.store.projects()
     assert (project.slug, project.repo, project.installation_id) == ("newrepo", "acme/newrepo", 7)
     assert await app.store.installation_for_repo("acme/newrepo") == 7

@@ -1,4 +1,4 @@
-"""Task notices as Slack threads with buttons; Retry-After; Slack down; Telegram and Slack at once."""
+"""Task notices as Slack threads with buttons; Retry-After; Slack down; Telegram beside Slack."""
 
 from __future__ import annotations
 
