@@ -64,7 +64,7 @@ class SlackRig:
         await asyncio.wait_for(self.app.slack.threads.idle(), 20)
 
 
-async def slack_stack(slack: FakeSlack, **extra: Any) -> Stack:
+async def slack_stack(slack: FakeSlack, worker_user: str | None = None, **extra: Any) -> Stack:
     """make_stack with Slack configured for the fake (HTTP mode unless extra says otherwise)."""
     settings: dict[str, Any] = {
         "slack_bot_token": BOT_TOKEN,
@@ -73,7 +73,7 @@ async def slack_stack(slack: FakeSlack, **extra: Any) -> Stack:
         "slack_api_url": slack.api_url,
     }
     settings.update(extra)
-    return await make_stack(worker_user=None, **settings)
+    return await make_stack(worker_user=worker_user, **settings)
 
 
 async def with_project(app: Ghapp) -> None:
