@@ -213,6 +213,7 @@ def _messaging(
             api_url=settings.slack_api_url,
             socket=not cluster,
             repos=forge,
+            refs=app.store if isinstance(app.store, SqliteTaskStore | PostgresTaskStore) else None,
         )
     chats: list[TelegramBot | SlackBot] = [c for c in (app.bot, app.slack) if c is not None]
     if not chats:

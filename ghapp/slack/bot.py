@@ -25,7 +25,7 @@ from ghapp.core.ports import LogReader, Notice, RepoAdmin
 from ghapp.core.tasks import TaskService
 from ghapp.messaging.console import Channel, Console
 from ghapp.slack.blocks import MAX_TEXT, answer
-from ghapp.slack.threads import Threads, ThreadsConfig
+from ghapp.slack.threads import ThreadRefs, Threads, ThreadsConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://slack.com/api/"
@@ -61,6 +61,7 @@ class SlackBot:
         command: str = "/mc",
         socket: bool = True,
         repos: RepoAdmin | None = None,
+        refs: ThreadRefs | None = None,
         config: SlackConfig | None = None,
     ) -> None:
         if app_token is None and not signing_secret:
@@ -90,7 +91,7 @@ class SlackBot:
         )
         self.app.command(command)(self._on_command)
         self.app.action(_BUTTON)(self._on_button)
-        self.threads = Threads(self.client, sorted(self.channel_ids), self.config.threads)
+        self.threads = Threads(self.client, sorted(self.channel_ids), self.config.threads, refs)
         self._socket: AsyncSocketModeHandler | None = None
         self._connector: asyncio.Task[None] | None = None
         self._socket_lock = asyncio.Lock()

@@ -8,13 +8,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from ghapp.core.model import Task, utcnow
 from ghapp.core.ports import Notice
-from ghapp.slack.blocks import notice_text, task_message
+from ghapp.slack.blocks import Block, notice_text, task_message
 
 log = logging.getLogger(__name__)
 # Errors that the same call will meet again: log once and drop the notice.
@@ -46,6 +49,19 @@ class ThreadsConfig:
     max_retry_after_s: float = 600.0
     flush_s: float = 3.0
     max_threads: int = 5000
+    claim_wait_s: float = 10.0  # how long another process may take to post a parent
+
+
+class ThreadRefs(Protocol):
+    """Where processes sharing a store agree on each task's parent message (both stores)."""
+
+    async def claim_thread(self, chat: str, task_id: int, now: datetime, stale_s: float) -> bool:
+        """True for the one caller that must post the parent (or take over a stale claim)."""
+        ...
+
+    async def thread_ref(self, chat: str, task_id: int) -> str | None: ...
+
+    async def set_thread_ref(self, chat: str, task_id: int, ref: str) -> None: ...
 
 
 @dataclass
@@ -53,6 +69,7 @@ class _Job:
     """One notice for one channel, remembering which of its calls already went out."""
 
     notice: Notice
+    claimed: bool = False
     posted: bool = False
     replied: bool = False
 
@@ -71,10 +88,15 @@ class Threads:
     """One bounded queue and sender per channel; `put` never waits."""
 
     def __init__(
-        self, client: AsyncWebClient, channels: Iterable[str], config: ThreadsConfig
+        self,
+        client: AsyncWebClient,
+        channels: Iterable[str],
+        config: ThreadsConfig,
+        refs: ThreadRefs | None = None,
     ) -> None:
         self.client = client
         self.config = config
+        self.refs = refs
         self._queues: dict[str, asyncio.Queue[_Job]] = {c: asyncio.Queue() for c in channels}
         self._parents: OrderedDict[tuple[str, int], str] = OrderedDict()
         self._workers: list[asyncio.Task[None]] = []
@@ -167,18 +189,10 @@ class Threads:
         if task is None:
             await self.client.chat_postMessage(channel=channel, text=notice_text(notice))
             return
-        key = (channel, task.id)
         fallback, blocks = task_message(task, notice.kind)
-        parent = self._parents.get(key)
-        if parent is None:
-            response = await self.client.chat_postMessage(
-                channel=channel, text=fallback, blocks=blocks, unfurl_links=False
-            )
-            parent = str(response["ts"])
-            self._remember(key, parent)
-            job.posted = True
-            if notice.kind in FIRST_KINDS:
-                return
+        parent = await self._parent(channel, task, job, fallback, blocks)
+        if job.posted and notice.kind in FIRST_KINDS:
+            return  # the parent itself announces it
         if not job.replied:
             await self.client.chat_postMessage(
                 channel=channel, thread_ts=parent, text=notice_text(notice), unfurl_links=False
@@ -186,6 +200,43 @@ class Threads:
             job.replied = True
         if not job.posted:
             await self.client.chat_update(channel=channel, ts=parent, text=fallback, blocks=blocks)
+
+    async def _parent(
+        self, channel: str, task: Task, job: _Job, fallback: str, blocks: list[Block]
+    ) -> str:
+        """The task's parent: remembered, known to the store, or posted now (once cluster-wide)."""
+        key, chat = (channel, task.id), f"slack:{channel}"
+        ts = self._parents.get(key)
+        if ts is None and self.refs is not None:
+            ts = await self.refs.thread_ref(chat, task.id)
+            if ts is None and not job.claimed:
+                job.claimed = await self.refs.claim_thread(
+                    chat, task.id, utcnow(), self.config.claim_wait_s
+                )
+                if not job.claimed:  # another process is posting it right now
+                    ts = await self._wait_for_ref(chat, task.id)
+        if ts is None:
+            response = await self.client.chat_postMessage(
+                channel=channel, text=fallback, blocks=blocks, unfurl_links=False
+            )
+            ts, job.posted = str(response["ts"]), True
+            self._remember(key, ts)  # before the store: a retry must not post a second parent
+            if self.refs is not None:
+                await self.refs.set_thread_ref(chat, task.id, ts)
+        self._remember(key, ts)
+        return ts
+
+    async def _wait_for_ref(self, chat: str, task_id: int) -> str | None:
+        """The parent another process claimed, once it is posted; None if it never is."""
+        assert self.refs is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.claim_wait_s
+        while loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            if (ts := await self.refs.thread_ref(chat, task_id)) is not None:
+                return ts
+        log.warning("no parent message for task %s in %s appeared; posting one", task_id, chat)
+        return None
 
     def _remember(self, key: tuple[str, int], ts: str) -> None:
         self._parents[key] = ts

@@ -176,6 +176,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE UNIQUE INDEX projects_one_default ON projects (is_default) WHERE is_default",
     ),
+    # 2: the chat message that heads a task's notices (a Slack thread), shared by processes.
+    (
+        """
+        CREATE TABLE chat_threads (
+            chat TEXT NOT NULL,
+            task_id BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+            ref TEXT,
+            claimed_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (chat, task_id)
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

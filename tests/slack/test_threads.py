@@ -131,3 +131,24 @@ async def test_notices_go_to_telegram_and_slack(fake_slack: FakeSlack) -> None:
     finally:
         await close_stack(s)
         await telegram.stop()
+
+
+async def test_a_restart_keeps_the_task_in_its_thread(stack: Stack, fake_slack: FakeSlack) -> None:
+    """The parent is in the store, so another process (or this one restarted) replies to it."""
+    rig = SlackRig(stack, fake_slack)
+    await stack.start(worker=ScriptedWorker())
+    await with_project(rig.app)
+    await rig.command("task hello: tidy the README")
+    await eventually(lambda: state_is(rig, 1, TaskState.FAILED))  # no commits
+    parent = await rig.parent(1)
+    await rig.idle()
+    await stack.stop()
+    await stack.start(worker=ScriptedWorker())
+    retried = await rig.command("retry 1")
+    assert retried.text.startswith("Task #1 queued again as attempt 2")
+    await eventually(lambda: state_is(rig, 1, TaskState.FAILED))
+    await rig.idle()
+    assert [m.ts for m in fake_slack.parents()] == [parent.ts]
+    replies = [m.text for m in fake_slack.thread(parent)]
+    assert any("re-queued (attempt 2)" in r for r in replies), replies
+    assert "attempt 2" in parent.all_text()
