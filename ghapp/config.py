@@ -228,6 +228,11 @@ def _slack(r: _Reader) -> dict[str, Any]:
             "SLACK_SIGNING_SECRET: required with SLACK_BOT_TOKEN "
             "(or SLACK_APP_TOKEN for Socket Mode)"
         )
+    if token is not None and r.text("SLACK_CLIENT_ID") and r.text("SLACK_CLIENT_SECRET"):
+        raise ConfigError(
+            "SLACK_CLIENT_ID: unset it and SLACK_CLIENT_SECRET; with both, Bolt switches to "
+            "multi-workspace OAuth and ignores SLACK_BOT_TOKEN"
+        )
     url = r.text("SLACK_API_URL", DEFAULT_SLACK_URL) or DEFAULT_SLACK_URL
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"SLACK_API_URL: must start with http:// or https://, got {url!r}")

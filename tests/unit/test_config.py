@@ -58,6 +58,15 @@ def test_webhook_secret_is_mandatory() -> None:
         ({"SLACK_CHANNEL_IDS": "C01,#general"}, "^SLACK_CHANNEL_IDS: '#general' is not"),
         ({"SLACK_USER_IDS": "U01,alice"}, "^SLACK_USER_IDS: 'alice' is not"),
         ({"SLACK_API_URL": "slack.com/api"}, "^SLACK_API_URL"),
+        (
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": "s",
+                "SLACK_CLIENT_ID": "1.2",
+                "SLACK_CLIENT_SECRET": "x",
+            },
+            "^SLACK_CLIENT_ID: unset it",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
