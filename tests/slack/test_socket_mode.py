@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
+from ghapp.bootstrap import build
+from ghapp.cluster import Role
 from tests.fakes.memory import ScriptedWorker
+from tests.fakes.postgres import require_postgres
 from tests.fakes.slack import ALLOWED, APP_TOKEN, OTHER, TEAM, USER, FakeSlack
-from tests.fakes.stack import Stack, close_stack
+from tests.fakes.stack import Stack, close_stack, eventually
 from tests.slack.conftest import SlackRig, slack_stack
 
 
@@ -70,3 +76,39 @@ async def test_only_the_leader_holds_the_socket(socket_stack: Stack, fake_slack:
     await fake_slack.push(command(fake_slack, "help"))
     await fake_slack.wait_for(lambda: fake_slack.responses)
     assert "/mc task" in fake_slack.responses[0].text
+
+
+@pytest.fixture
+async def pg_dsn() -> AsyncIterator[str]:
+    server = require_postgres()
+    name = server.create_database("slack")
+    yield server.dsn(name)
+    server.drop_database(name)
+
+
+async def test_in_a_cluster_one_process_holds_the_socket_and_another_takes_over(
+    socket_stack: Stack, fake_slack: FakeSlack, pg_dsn: str
+) -> None:
+    base = replace(socket_stack.settings, database_url=pg_dsn)
+    first = build(replace(base, node_id="a", data_dir=base.data_dir / "a"), role=Role.WEB)
+    second = build(replace(base, node_id="b", data_dir=base.data_dir / "b"), role=Role.WEB)
+    await first.start()
+    await second.start()
+    try:
+        await fake_slack.wait_for(lambda: fake_slack.sockets, within=15)
+        await asyncio.sleep(1.0)  # the other one stays in standby
+        modes = sorted([(await first.health())["slack"], (await second.health())["slack"]])
+        assert modes == ["socket", "standby"] and len(fake_slack.sockets) == 1
+        leader, standby = (
+            (first, second) if first.slack and first.slack.mode == "socket" else (second, first)
+        )
+        await leader.stop()
+        await eventually(lambda: standby.slack is not None and standby.slack.mode == "socket", 15)
+        await fake_slack.wait_for(lambda: len(fake_slack.sockets) == 1, within=15)
+        await fake_slack.push(command(fake_slack, "status"))
+        await fake_slack.wait_for(lambda: fake_slack.responses)
+        assert "Nothing is running" in fake_slack.responses[0].text
+    finally:
+        for app in (first, second):
+            with contextlib.suppress(Exception):
+                await app.stop()
