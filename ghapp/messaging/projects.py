@@ -121,8 +121,13 @@ class ProjectCommands:
         old = next((p for p in await self.store.projects() if p.slug == slug), None)
         if old is not None:
             raise GhappError(f"Project {slug} already exists: {old.repo}.")
-        found = [r for r in await self._installed_repos() if r.split("/", 1)[1].lower() == slug]
-        if found and (not org or found[0].split("/")[0].lower() == org.lower()):
+        found = [
+            r
+            for r in await self._installed_repos()
+            if r.split("/", 1)[1].lower() == slug
+            and (not org or r.split("/", 1)[0].lower() == org.lower())
+        ]
+        if found:
             raise GhappError(
                 f"{found[0]} already exists and MissionControl is installed on it: "
                 f"{self.cmd('addproject')} {slug} {found[0]}"

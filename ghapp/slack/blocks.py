@@ -9,7 +9,6 @@ from ghapp.core.ports import Notice
 from ghapp.messaging.text import ICONS, describe, elapsed, money, render_notice
 
 MAX_TEXT = 3000  # a section's text; the message `text` fallback stays within it too
-ACTIONS = ("cancel", "retry", "logs")
 Block = dict[str, Any]
 
 

@@ -114,10 +114,6 @@ class Threads:
                     log.warning("Slack queue for %s is full; dropped the oldest notice", channel)
             queue.put_nowait(_Job(notice))
 
-    def parent(self, channel: str, task_id: int) -> str | None:
-        """The ts of a task's parent message in a channel, once posted."""
-        return self._parents.get((channel, task_id))
-
     def start(self) -> None:
         for channel in self._queues:
             self._workers.append(
