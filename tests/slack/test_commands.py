@@ -105,6 +105,15 @@ async def test_another_channel_or_user_gets_one_refusal_and_nothing_happens(
     assert await app.store.count(TaskState.QUEUED) == 0
     assert [p.slug for p in await app.store.projects()] == ["hello"]
     assert fake_slack.messages == []
+    # Buttons are checked the same way: a stranger's press is refused privately, and only that.
+    await rig.command("task fix it")
+    await eventually(lambda: _running(app, 1))
+    for kw in ({"channel": OTHER}, {"user": "U0STRANGER"}):
+        refused = await rig.press("cancel", 1, **kw)
+        assert refused.ephemeral and "MissionControl" in refused.text
+    assert await _running(app, 1)
+    assert (await rig.press("cancel", 1)).text.startswith("Stopping task #1")
+    await eventually(lambda: _state(app, 1, TaskState.CANCELLED))
 
 
 async def test_bad_signature_or_stale_timestamp_is_401_and_does_nothing(
