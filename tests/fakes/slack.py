@@ -260,9 +260,6 @@ class FakeSlack:
                 text = await resp.text()
                 return resp.status, text, time.monotonic() - started
 
-    def responses_after(self, count: int) -> list[Response]:
-        return self.responses[count:]
-
     # -- Socket Mode ----------------------------------------------------------------------------
     async def push(self, payload: dict[str, Any], kind: str = "slash_commands") -> str:
         """Send an envelope to every connected socket; returns its envelope_id."""

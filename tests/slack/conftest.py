@@ -12,7 +12,7 @@ import pytest
 from ghapp.bootstrap import Ghapp
 from ghapp.core.model import Installation, Project
 from tests.fakes.slack import ALLOWED, BOT_TOKEN, SECRET, FakeSlack, Message, Response
-from tests.fakes.stack import OWNER, REPO, Stack, close_stack, eventually, make_stack
+from tests.fakes.stack import OWNER, REPO, Stack, close_stack, make_stack
 
 
 @dataclass
@@ -95,6 +95,3 @@ async def stack(fake_slack: FakeSlack) -> AsyncIterator[Stack]:
     s = await slack_stack(fake_slack)
     yield s
     await close_stack(s)
-
-
-__all__ = ["SlackRig", "eventually", "slack_stack", "with_project"]

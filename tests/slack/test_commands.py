@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import aiohttp
+
 from ghapp.core.model import Installation, TaskSource, TaskState
 from tests.fakes.memory import ScriptedWorker
-from tests.fakes.slack import ALLOWED, OTHER, SECRET, USER
-from tests.fakes.stack import OWNER, REPO, Stack
-from tests.slack.conftest import SlackRig, eventually, with_project
+from tests.fakes.slack import ALLOWED, OTHER, SECRET, USER, FakeSlack, signed_headers
+from tests.fakes.stack import OWNER, REPO, Stack, eventually
+from tests.slack.conftest import SlackRig, with_project
 
 EVERY_COMMAND = [
     "help",
@@ -26,7 +28,7 @@ EVERY_COMMAND = [
 ]
 
 
-async def test_every_command_from_the_allowed_channel(stack: Stack, fake_slack) -> None:
+async def test_every_command_from_the_allowed_channel(stack: Stack, fake_slack: FakeSlack) -> None:
     rig = SlackRig(stack, fake_slack)
     app = await stack.start(worker=ScriptedWorker(block=True))
     reply = await rig.command("help")
@@ -65,7 +67,7 @@ async def test_every_command_from_the_allowed_channel(stack: Stack, fake_slack) 
     assert refused.ephemeral and "not installed on an organization" in refused.text
 
 
-async def test_errors_and_refusals_are_private(stack: Stack, fake_slack) -> None:
+async def test_errors_and_refusals_are_private(stack: Stack, fake_slack: FakeSlack) -> None:
     rig = SlackRig(stack, fake_slack)
     await stack.start(worker=ScriptedWorker(block=True))
     for text, why in [
@@ -83,7 +85,7 @@ async def test_errors_and_refusals_are_private(stack: Stack, fake_slack) -> None
 
 
 async def test_another_channel_or_user_gets_one_refusal_and_nothing_happens(
-    stack: Stack, fake_slack
+    stack: Stack, fake_slack: FakeSlack
 ) -> None:
     rig = SlackRig(stack, fake_slack)
     app = await stack.start(worker=ScriptedWorker(block=True), slack_user_ids=(USER,))
@@ -117,7 +119,7 @@ async def test_another_channel_or_user_gets_one_refusal_and_nothing_happens(
 
 
 async def test_bad_signature_or_stale_timestamp_is_401_and_does_nothing(
-    stack: Stack, fake_slack
+    stack: Stack, fake_slack: FakeSlack
 ) -> None:
     rig = SlackRig(stack, fake_slack)
     app = await stack.start(worker=ScriptedWorker(block=True))
@@ -136,11 +138,7 @@ async def test_bad_signature_or_stale_timestamp_is_401_and_does_nothing(
     status, _, _ = await rig.post(body.replace("backdoor", "door"), secret=SECRET, at=None)
     assert status == 200  # the same request, properly signed, is taken
     # a body changed after signing is refused too
-    from tests.fakes.slack import signed_headers
-
     headers = signed_headers(body)
-    import aiohttp
-
     async with aiohttp.ClientSession() as session:
         tampered = body.replace("backdoor", "backd00r")
         async with session.post(rig.events_url, data=tampered, headers=headers) as resp:

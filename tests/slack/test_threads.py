@@ -12,9 +12,9 @@ from ghapp.core.ports import Notice
 from tests.conftest import payload
 from tests.fakes.memory import ScriptedWorker
 from tests.fakes.slack import OTHER, FakeSlack
-from tests.fakes.stack import Stack, close_stack
+from tests.fakes.stack import Stack, close_stack, eventually
 from tests.fakes.telegram import FakeTelegram
-from tests.slack.conftest import SlackRig, eventually, slack_stack, with_project
+from tests.slack.conftest import SlackRig, slack_stack, with_project
 
 
 def labeled() -> dict[str, Any]:
