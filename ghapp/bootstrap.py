@@ -27,6 +27,8 @@ from ghapp.github.auth import AppAuth
 from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
+from ghapp.messaging.fanout import FanOut
+from ghapp.slack.bot import EVENTS_PATH, SlackBot
 from ghapp.store.pg_schema import TELEGRAM_LOCK
 from ghapp.store.pg_signals import PgLeader, PgListener
 from ghapp.store.postgres import PostgresTaskStore
@@ -59,6 +61,7 @@ class Ghapp:
     before_runner: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     role: Role = Role.ALL
     bot: TelegramBot | None = None
+    slack: SlackBot | None = None
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
@@ -104,6 +107,7 @@ class Ghapp:
             "database": "ok" if db_ok else "down",
             "runner": runner,
             "telegram": telegram,
+            "slack": self.slack.mode if self.slack is not None else "off",
             "role": self.role.value,
             "node": self.settings.node_id,
             "queued": queued,
@@ -173,30 +177,64 @@ def build(
         app.extra_start.append(RedeliverySweep(auth, store))
     if runner is not None and isinstance(store, PostgresTaskStore):
         app.extra_start.append(PgListener(store.dsn, runner.wake, runner.request_stop))
+    _messaging(app, settings, forge, log_reader, reporter if messenger is None else None)
+    return app
+
+
+def _messaging(
+    app: Ghapp,
+    settings: Settings,
+    forge: GitHubForge,
+    log_reader: AgentLogReader,
+    reporter: Reporter | None,
+) -> None:
+    """The chat adapters; notices go to all of them. With PostgreSQL every process may send,
+    and only the elected one polls Telegram and holds Slack's Socket Mode connection."""
+    cluster = isinstance(app.store, PostgresTaskStore)
     if settings.telegram_token:
-        # Every process may send; with PostgreSQL only the elected one polls for commands.
-        bot = TelegramBot(
+        app.bot = TelegramBot(
             settings.telegram_token,
             settings.telegram_chat_ids,
-            service,
+            app.service,
             log_reader,
             api_url=settings.telegram_api_url,
-            polling=not isinstance(store, PostgresTaskStore),
+            polling=not cluster,
+            repos=forge,
         )
-        if messenger is None:
-            reporter.messenger = bot
-        app.bot = bot
-        app.extra_start.append(bot)
-        if isinstance(store, PostgresTaskStore):
-            app.extra_start.append(
-                PgLeader(
-                    store.dsn,
-                    TELEGRAM_LOCK,
-                    lambda: bot.set_polling(True),
-                    lambda: bot.set_polling(False),
-                )
+    if settings.slack_bot_token:
+        app.slack = SlackBot(
+            settings.slack_bot_token,
+            settings.slack_channel_ids,
+            app.service,
+            log_reader,
+            signing_secret=settings.slack_signing_secret,
+            app_token=settings.slack_app_token,
+            user_ids=settings.slack_user_ids,
+            api_url=settings.slack_api_url,
+            socket=not cluster,
+            repos=forge,
+            refs=app.store if isinstance(app.store, SqliteTaskStore | PostgresTaskStore) else None,
+        )
+    chats: list[TelegramBot | SlackBot] = [c for c in (app.bot, app.slack) if c is not None]
+    if not chats:
+        return
+    if reporter is not None:
+        reporter.messenger = chats[0] if len(chats) == 1 else FanOut(chats)
+    app.extra_start.extend(chats)
+    if isinstance(app.store, PostgresTaskStore):
+        app.extra_start.append(
+            PgLeader(
+                app.store.dsn, TELEGRAM_LOCK, lambda: _lead(app, True), lambda: _lead(app, False)
             )
-    return app
+        )
+
+
+async def _lead(app: Ghapp, on: bool) -> None:
+    """Won or lost the messaging election: take up or give up the inbound connections."""
+    if app.bot is not None:
+        await app.bot.set_polling(on)
+    if app.slack is not None:
+        await app.slack.set_socket(on)
 
 
 def _runner(
@@ -249,6 +287,7 @@ def web_app(app: Ghapp) -> web.Application:
             health=app.health,
             start=app.start,
             stop=app.stop,
+            posts={EVENTS_PATH: app.slack.handle} if app.slack is not None else {},
         )
     )
 

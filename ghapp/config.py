@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ghapp.core.model import GhappError
 
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_TELEGRAM_URL = "https://api.telegram.org/bot"
+DEFAULT_SLACK_URL = "https://slack.com/api/"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -52,6 +55,12 @@ class Settings:
     telegram_token: str | None = field(default=None, repr=False)
     telegram_chat_ids: tuple[int, ...] = ()
     telegram_api_url: str = DEFAULT_TELEGRAM_URL
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    slack_channel_ids: tuple[str, ...] = ()
+    slack_user_ids: tuple[str, ...] = ()
+    slack_api_url: str = DEFAULT_SLACK_URL
     log_level: str = "info"
     log_format: str = "text"
     node_id: str = "local"
@@ -93,6 +102,11 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never reach the agent or a log."""
         values = [self.webhook_secret, self.private_key or "", self.telegram_token or ""]
+        values += [
+            self.slack_bot_token or "",
+            self.slack_signing_secret or "",
+            self.slack_app_token or "",
+        ]
         values.append(self.anthropic_env.get("ANTHROPIC_API_KEY", ""))
         values.append(self.anthropic_env.get("ANTHROPIC_AUTH_TOKEN", ""))
         values.append(urlsplit(self.database_url).password or "")
@@ -207,6 +221,48 @@ def _chat_ids(r: _Reader) -> tuple[int, ...]:
         ) from None
 
 
+def _slack_ids(r: _Reader, name: str, pattern: str) -> tuple[str, ...]:
+    """Comma-separated Slack ids (C0123ABCD, U0123ABCD): upper-case letters and digits."""
+    raw = r.text(name) or ""
+    ids = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for value in ids:
+        if not re.fullmatch(pattern, value):
+            raise ConfigError(f"{name}: {value!r} is not a Slack id (such as {pattern[1]}0123ABCD)")
+    return ids
+
+
+def _slack(r: _Reader) -> dict[str, Any]:
+    """The SLACK_* settings; a bot token needs a signing secret (HTTP) or an app token."""
+    token = r.text("SLACK_BOT_TOKEN")
+    secret = r.text("SLACK_SIGNING_SECRET")
+    app_token = r.text("SLACK_APP_TOKEN")
+    if token is not None and not token.startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN: must be a bot token starting with xoxb-")
+    if app_token is not None and not app_token.startswith("xapp-"):
+        raise ConfigError("SLACK_APP_TOKEN: must be an app-level token starting with xapp-")
+    if token is not None and secret is None and app_token is None:
+        raise ConfigError(
+            "SLACK_SIGNING_SECRET: required with SLACK_BOT_TOKEN "
+            "(or SLACK_APP_TOKEN for Socket Mode)"
+        )
+    if token is not None and r.text("SLACK_CLIENT_ID") and r.text("SLACK_CLIENT_SECRET"):
+        raise ConfigError(
+            "SLACK_CLIENT_ID: unset it and SLACK_CLIENT_SECRET; with both, Bolt switches to "
+            "multi-workspace OAuth and ignores SLACK_BOT_TOKEN"
+        )
+    url = r.text("SLACK_API_URL", DEFAULT_SLACK_URL) or DEFAULT_SLACK_URL
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"SLACK_API_URL: must start with http:// or https://, got {url!r}")
+    return {
+        "slack_bot_token": token,
+        "slack_signing_secret": secret,
+        "slack_app_token": app_token,
+        "slack_channel_ids": _slack_ids(r, "SLACK_CHANNEL_IDS", r"[CGD][A-Z0-9]+"),
+        "slack_user_ids": _slack_ids(r, "SLACK_USER_IDS", r"[UW][A-Z0-9]+"),
+        "slack_api_url": url if url.endswith("/") else url + "/",
+    }
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate the whole configuration; ConfigError names the first bad variable."""
     r = _Reader(environment() if env is None else env)
@@ -284,6 +340,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         telegram_api_url=r.text("TELEGRAM_API_URL", DEFAULT_TELEGRAM_URL) or DEFAULT_TELEGRAM_URL,
         log_level=level,
         log_format=fmt,
+        **_slack(r),
         node_id=r.text("MC_NODE_ID") or default_node_id(data_dir),
         lease_s=r.number("MC_LEASE_S", 60.0, minimum=1.0),
         sandbox=sandbox,

@@ -6,8 +6,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +30,9 @@ class WebDeps:
     health: Callable[[], Awaitable[dict[str, Any]]]
     start: Callable[[], Awaitable[None]]
     stop: Callable[[], Awaitable[None]]
+    posts: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = field(
+        default_factory=dict
+    )  # other adapters' endpoints, such as Slack's /slack/events
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -90,6 +93,8 @@ def create_app(deps: WebDeps) -> web.Application:
     app[DEPS] = deps
     app.router.add_post(deps.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
+    for path, handler in deps.posts.items():
+        app.router.add_post(path, handler)
 
     async def startup(_: web.Application) -> None:
         await deps.start()

@@ -37,6 +37,7 @@ class TaskSource(StrEnum):
     COMMENT = "comment"
     REVIEW = "review"
     TELEGRAM = "telegram"
+    SLACK = "slack"
 
 
 def utcnow() -> datetime:
@@ -214,7 +215,7 @@ class Installation:
 
 @dataclass(frozen=True)
 class Project:
-    """A Telegram-side short name for a repository."""
+    """An operator's short name for a repository, used by the chat commands."""
 
     slug: str
     repo: str
@@ -229,6 +230,7 @@ class Repository:
     full_name: str
     default_branch: str
     clone_url: str
+    html_url: str = ""
 
 
 @dataclass(frozen=True)

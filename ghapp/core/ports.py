@@ -261,6 +261,31 @@ class Forge(Protocol):
 
 
 @dataclass(frozen=True)
+class InstallationAccess:
+    """What one installation of the app may do, as the forge reports it now."""
+
+    installation_id: int
+    account: str
+    organization: bool
+    administration: str  # the repository permission: "write", "read" or "none"
+    settings_url: str  # where an owner accepts new permissions for this installation
+
+
+class RepoAdmin(Protocol):
+    """Creating repositories, which only an organization installation with admin rights may."""
+
+    async def access(self, installation_id: int) -> InstallationAccess: ...
+
+    async def app_settings_url(self) -> str:
+        """Where the app's owner changes the permissions the app asks for."""
+        ...
+
+    async def create_repo(self, installation_id: int, owner: str, name: str) -> Repository:
+        """A new private repository initialised with a README; GhappError saying why not."""
+        ...
+
+
+@dataclass(frozen=True)
 class Workspace:
     """A task's private checkout, ready for the agent."""
 

@@ -97,8 +97,8 @@ class _Result:
 def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: float) -> str:
     """The pull request description: summary, commits, cost, and the issue it closes."""
     origin = (
-        "Requested from Telegram"
-        if task.source is TaskSource.TELEGRAM
+        f"Requested from {task.source.value.title()}"
+        if task.source in (TaskSource.TELEGRAM, TaskSource.SLACK)
         else f"Requested by @{task.requester}"
     )
     listed = "\n".join(f"- {c}" for c in commits[:100])

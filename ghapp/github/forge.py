@@ -7,11 +7,13 @@ import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 from gidgethub import BadRequest
 
-from ghapp.core.model import IssueText, PullRequest, Remark, Repository, Thread
+from ghapp.core.model import GhappError, IssueText, PullRequest, Remark, Repository, Thread
+from ghapp.core.ports import InstallationAccess
 from ghapp.github.auth import AppAuth, GitHubClient
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,15 @@ def _remark(data: dict[str, Any], app_id: str) -> Remark | None:
         ours=isinstance(app, dict) and str(app.get("id")) == app_id,
         path=_text(data.get("path")) or None,
         line=_positive(data.get("line")) or _positive(data.get("original_line")),
+    )
+
+
+def _repository(data: dict[str, Any]) -> Repository:
+    return Repository(
+        full_name=str(data["full_name"]),
+        default_branch=str(data["default_branch"]),
+        clone_url=str(data["clone_url"]),
+        html_url=str(data.get("html_url", "")),
     )
 
 
@@ -193,11 +204,51 @@ class GitHubForge:
 
     async def repository(self, installation_id: int, repo: str) -> Repository:
         data = await self._call(installation_id, "GET", "/repos/{owner}/{name}", _repo_vars(repo))
-        return Repository(
-            full_name=str(data["full_name"]),
-            default_branch=str(data["default_branch"]),
-            clone_url=str(data["clone_url"]),
+        return _repository(data)
+
+    # -- RepoAdmin: /create ---------------------------------------------------------------
+    async def access(self, installation_id: int) -> InstallationAccess:
+        """The installation's account and permissions as GitHub reports them now (app JWT)."""
+        data = await self._auth.app_getitem("/app/installations/{id}", {"id": str(installation_id)})
+        account = data.get("account") or {}
+        return InstallationAccess(
+            installation_id=installation_id,
+            account=str(account.get("login", "")),
+            organization=account.get("type") == "Organization",
+            administration=str((data.get("permissions") or {}).get("administration", "none")),
+            settings_url=str(data.get("html_url", "")),
         )
+
+    async def app_settings_url(self) -> str:
+        """The app's permissions page, under its owner's settings."""
+        data = await self._auth.app_getitem("/app")
+        parts = urlsplit(str(data.get("html_url") or "https://github.com/apps/"))
+        web = f"{parts.scheme}://{parts.netloc}"
+        owner = data.get("owner") or {}
+        slug = data.get("slug", "")
+        if owner.get("type") == "Organization":
+            return f"{web}/organizations/{owner.get('login')}/settings/apps/{slug}/permissions"
+        return f"{web}/settings/apps/{slug}/permissions"
+
+    async def create_repo(self, installation_id: int, owner: str, name: str) -> Repository:
+        """A private repository with a README in the organization; GhappError saying why not."""
+        payload = {"name": name, "private": True, "auto_init": True}
+        try:
+            data = await self._call(
+                installation_id, "POST", "/orgs/{owner}/repos", {"owner": owner}, payload
+            )
+        except BadRequest as exc:
+            status = int(exc.status_code)
+            text = " ".join(str(a) for a in exc.args)
+            if status == 422 and "already exists" in text:
+                raise GhappError(f"{owner}/{name} already exists on GitHub.") from None
+            if status in (403, 404):
+                raise GhappError(
+                    f"GitHub refused to create {owner}/{name} ({status}: {text}); the "
+                    "installation needs the Administration: Read and write permission."
+                ) from None
+            raise
+        return _repository(data)
 
     async def comment(self, installation_id: int, repo: str, number: int, body: str) -> int:
         """Post an issue or PR comment; returns its id."""

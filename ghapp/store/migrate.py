@@ -31,6 +31,7 @@ _TIMES = {
     "processed_at",
     "claimed_until",
     "booked_at",
+    "claimed_at",
 }
 _BOOLS = {"is_pull_request", "cancel_requested", "is_default"}
 
@@ -64,6 +65,7 @@ TABLES = (
     Table("installation_repos", ("installation_id", "repo"), "installation_id, repo"),
     Table("projects", ("slug", "repo", "installation_id", "is_default"), "slug"),
     Table("tasks", rows.TASK_COLUMNS, "id", sequence="id"),
+    Table("chat_threads", ("chat", "task_id", "ref", "claimed_at"), "chat, task_id"),
     Table(
         "deliveries",
         (

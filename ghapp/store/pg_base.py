@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -278,3 +278,35 @@ class PgBase:
         async with self._conn() as conn:
             found = await conn.fetch('SELECT * FROM projects ORDER BY slug COLLATE "C"')
         return [Project(r["slug"], r["repo"], r["installation_id"], r["is_default"]) for r in found]
+
+    # -- chat threads (ghapp.slack.threads.ThreadRefs) --------------------------------
+    async def claim_thread(self, chat: str, task_id: int, now: datetime, stale_s: float) -> bool:
+        """True for the one caller that must post the task's first message in this chat."""
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "INSERT INTO chat_threads (chat, task_id, ref, claimed_at) "
+                "VALUES ($1, $2, NULL, $3) "
+                "ON CONFLICT (chat, task_id) DO UPDATE SET claimed_at = excluded.claimed_at "
+                "WHERE chat_threads.ref IS NULL AND chat_threads.claimed_at <= $4",
+                chat,
+                task_id,
+                now,
+                now - timedelta(seconds=stale_s),
+            )
+        return _changed(status) > 0
+
+    async def thread_ref(self, chat: str, task_id: int) -> str | None:
+        async with self._conn() as conn:
+            ref = await conn.fetchval(
+                "SELECT ref FROM chat_threads WHERE chat = $1 AND task_id = $2", chat, task_id
+            )
+        return str(ref) if ref is not None else None
+
+    async def set_thread_ref(self, chat: str, task_id: int, ref: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE chat_threads SET ref = $1 WHERE chat = $2 AND task_id = $3",
+                ref,
+                chat,
+                task_id,
+            )

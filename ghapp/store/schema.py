@@ -166,6 +166,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tasks ADD COLUMN pr_description TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE tasks ADD COLUMN context_note TEXT",
     ),
+    # 4: the chat message that heads a task's notices (a Slack thread), shared by processes.
+    (
+        """
+        CREATE TABLE chat_threads (
+            chat TEXT NOT NULL,
+            task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+            ref TEXT,
+            claimed_at TEXT NOT NULL,
+            PRIMARY KEY (chat, task_id)
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

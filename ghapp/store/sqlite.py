@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -605,6 +605,33 @@ class SqliteTaskStore:
             Project(row["slug"], row["repo"], row["installation_id"], bool(row["is_default"]))
             for row in found
         ]
+
+    # -- chat threads (ghapp.slack.threads.ThreadRefs) --------------------------------
+    async def claim_thread(self, chat: str, task_id: int, now: datetime, stale_s: float) -> bool:
+        """True for the one caller that must post the task's first message in this chat."""
+        stale = rows.dt_to_db(now - timedelta(seconds=stale_s))
+        async with self._write() as db:
+            cursor = await db.execute(
+                "INSERT INTO chat_threads (chat, task_id, ref, claimed_at) VALUES (?, ?, NULL, ?) "
+                "ON CONFLICT (chat, task_id) DO UPDATE SET claimed_at = excluded.claimed_at "
+                "WHERE chat_threads.ref IS NULL AND chat_threads.claimed_at <= ?",
+                (chat, task_id, rows.dt_to_db(now), stale),
+            )
+            return cursor.rowcount > 0
+
+    async def thread_ref(self, chat: str, task_id: int) -> str | None:
+        async with self._read() as db:
+            found = await all_rows(
+                db, "SELECT ref FROM chat_threads WHERE chat = ? AND task_id = ?", (chat, task_id)
+            )
+        return str(found[0]["ref"]) if found and found[0]["ref"] is not None else None
+
+    async def set_thread_ref(self, chat: str, task_id: int, ref: str) -> None:
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE chat_threads SET ref = ? WHERE chat = ? AND task_id = ?",
+                (ref, chat, task_id),
+            )
 
 
 if TYPE_CHECKING:  # mypy proves the adapter satisfies the port

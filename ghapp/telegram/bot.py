@@ -22,11 +22,11 @@ from telegram.ext import (
     filters,
 )
 
-from ghapp.core.ports import LogReader, Notice
+from ghapp.core.ports import LogReader, Notice, RepoAdmin
 from ghapp.core.tasks import TaskService
-from ghapp.telegram.console import DESCRIPTIONS, Console
+from ghapp.messaging.console import DESCRIPTIONS, TELEGRAM, Console
+from ghapp.messaging.text import render_notice
 from ghapp.telegram.outbox import Outbox, OutboxConfig
-from ghapp.telegram.render import render_notice
 
 log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.telegram.org/bot"
@@ -67,13 +67,14 @@ class TelegramBot:
         api_url: str = DEFAULT_API_URL,
         config: BotConfig | None = None,
         polling: bool = True,
+        repos: RepoAdmin | None = None,
     ) -> None:
         self.config = config or BotConfig()
         self._polling = polling  # False: send only, until an election makes this process poll
         self._ready = False
         self._poll_lock = asyncio.Lock()
         self.chat_ids = frozenset(chat_ids)
-        self.console = Console(service, log_reader)
+        self.console = Console(service, log_reader, channel=TELEGRAM, repos=repos)
         timeout = self.config.request_timeout_s
         self.app = (
             Application.builder()

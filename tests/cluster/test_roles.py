@@ -187,6 +187,8 @@ async def fill(store: SqliteTaskStore) -> None:
     await store.mark_delivery("d0", at(9), error="boom")
     await store.upsert_installation(Installation(7, "octo", ("octo/app", "Octo/Other")))
     await store.add_project(Project("app", "octo/app", 7, is_default=True))
+    assert await store.claim_thread("slack:C1", done.id, at(2), 10.0)
+    await store.set_thread_ref("slack:C1", done.id, "1700000001.000100")
 
 
 async def test_migrate_store_copies_everything_and_checks_counts(
@@ -199,6 +201,7 @@ async def test_migrate_store_copies_everything_and_checks_counts(
         "installation_repos": 2,
         "projects": 1,
         "tasks": 3,
+        "chat_threads": 1,
         "deliveries": 3,
         "ledger": 1,
     }
@@ -207,6 +210,7 @@ async def test_migrate_store_copies_everything_and_checks_counts(
     await target.migrate()
     try:
         assert await target.list_tasks(limit=100) == await source.list_tasks(limit=100)
+        assert await target.thread_ref("slack:C1", 1) == "1700000001.000100"
         assert await target.pending_deliveries() == await source.pending_deliveries()
         assert await target.budget(DAY1, 10) == await source.budget(DAY1, 10)
         assert await target.installations() == await source.installations()

@@ -823,6 +823,29 @@ class TaskStoreContract:
         assert await store.remove_project("web") is False
         assert [p.slug for p in await store.projects()] == ["api"]
 
+    async def test_one_process_posts_a_tasks_chat_thread(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        """Processes sharing a store agree on a task's parent message (Slack threads)."""
+        refs: Any = store
+        other: Any = await open_store()
+        task = await store.create_task(new(1), at(0))
+        assert task is not None
+        assert await refs.thread_ref("slack:C1", task.id) is None
+        first, second = await asyncio.gather(
+            refs.claim_thread("slack:C1", task.id, at(0), 10.0),
+            other.claim_thread("slack:C1", task.id, at(0), 10.0),
+        )
+        assert sorted([first, second]) == [False, True]  # exactly one posts the parent
+        assert await refs.claim_thread("slack:C2", task.id, at(0), 10.0)  # per chat
+        assert not await other.claim_thread("slack:C1", task.id, at(0.1), 10.0)
+        # A claim whose poster died without posting is taken over once it is stale.
+        assert await other.claim_thread("slack:C1", task.id, at(1), 10.0)
+        await other.set_thread_ref("slack:C1", task.id, "1700000001.000100")
+        assert await refs.thread_ref("slack:C1", task.id) == "1700000001.000100"
+        assert not await refs.claim_thread("slack:C1", task.id, at(60), 10.0)  # posted: final
+        assert await refs.thread_ref("slack:C2", task.id) is None
+
     async def test_ping(self, store: TaskStore) -> None:
         assert await store.ping() is True
 

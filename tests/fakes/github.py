@@ -67,11 +67,16 @@ class Repo:
     id: int = 0
 
 
+DEFAULT_APP_PERMISSIONS = {"contents": "write", "issues": "write", "pull_requests": "write"}
+
+
 @dataclass
 class Installation:
     id: int
     account: str
     repos: list[str] = field(default_factory=list)
+    account_type: str = "User"  # or "Organization"
+    permissions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_APP_PERMISSIONS))
 
 
 def _stamp(moment: datetime) -> str:
@@ -319,6 +324,8 @@ class FakeGitHub:
             [
                 web.get(p + "/app", self._get_app),
                 web.get(p + "/app/installations", self._list_installations),
+                web.get(p + "/app/installations/{id:\\d+}", self._get_installation),
+                web.post(p + "/orgs/{org}/repos", self._create_org_repo),
                 web.post(p + "/app/installations/{id}/access_tokens", self._mint),
                 web.get(p + "/installation/repositories", self._installation_repos),
                 web.get(p + r, self._get_repo),
@@ -455,7 +462,54 @@ class FakeGitHub:
         created = self.apps.app_json(self._check_jwt(request))
         if created is not None:
             return web.json_response(created)
-        return web.json_response({"id": self.app_id, "slug": self.app_slug, "name": self.app_slug})
+        return web.json_response(
+            {
+                "id": self.app_id,
+                "slug": self.app_slug,
+                "name": self.app_slug,
+                "owner": {"login": "app-owner", "type": "User"},
+                "html_url": f"{self.html_base}/apps/{self.app_slug}",
+            }
+        )
+
+    async def _get_installation(self, request: web.Request) -> web.Response:
+        self._check_jwt(request)
+        inst = self.installations.get(int(request.match_info["id"]))
+        if inst is None:
+            raise Fail(404, "Not Found")
+        kind = "organizations" if inst.account_type == "Organization" else "settings"
+        prefix = f"/organizations/{inst.account}" if kind == "organizations" else ""
+        return web.json_response(
+            {
+                "id": inst.id,
+                "account": {"login": inst.account, "type": inst.account_type},
+                "permissions": inst.permissions,
+                "repository_selection": "selected",
+                "html_url": f"{self.html_base}{prefix}/settings/installations/{inst.id}",
+            }
+        )
+
+    async def _create_org_repo(self, request: web.Request) -> web.Response:
+        """POST /orgs/{org}/repos as GitHub answers an installation token."""
+        inst = self._installation_for(request)
+        org = request.match_info["org"]
+        if inst.account.lower() != org.lower() or inst.account_type != "Organization":
+            raise Fail(404, "Not Found")
+        if inst.permissions.get("administration") != "write":
+            raise Fail(403, "Resource not accessible by integration")
+        data = await self._body(request, "Repository")
+        name = str(data.get("name", ""))
+        full = f"{inst.account}/{name}"
+        if not name:
+            raise _invalid("Repository", "missing_field", "name")
+        if full in self.repos:
+            raise _invalid("Repository", "custom", "name", "name already exists on this account")
+        if self.git_root is not None and data.get("auto_init"):
+            from tests.fakes.git_http import make_bare_repo
+
+            make_bare_repo(self.git_root, full, {"README.md": f"# {name}\n"})
+        repo = self.add_repo(full, installation_id=inst.id, private=bool(data.get("private")))
+        return web.json_response(self._repo_json(repo), status=201)
 
     async def _list_installations(self, request: web.Request) -> web.Response:
         self._check_jwt(request)

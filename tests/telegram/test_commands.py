@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ghapp.core.model import Project, TaskSource, TaskState
-from ghapp.telegram.render import MAX_MESSAGE, units
+from ghapp.messaging.text import MAX_MESSAGE, units
 from tests.telegram.conftest import CHAT, OTHER_CHAT, STRANGER, Rig
 
 
@@ -87,16 +87,16 @@ async def test_rmproject_good_and_bad(rig: Rig) -> None:
     assert [p.slug for p in await rig.store.projects()] == ["lib"]
 
 
-async def test_create_explains_why_not_and_what_to_do(rig: Rig) -> None:
+async def test_create_checks_its_argument_and_existing_projects(rig: Rig) -> None:
+    """The GitHub side of /create is in tests/e2e/test_create.py against the fake GitHub."""
     await _with_projects(rig)
-    assert "Usage: /create <slug>" in await rig.say("/create")
+    assert "Usage: /create [<organization>/]<slug>" in await rig.say("/create")
     assert "not a valid slug" in await rig.say("/create -x")
     assert await rig.say("/create app") == "Project app already exists: octo/app."
-    reply = await rig.say("/create newthing")
-    assert "cannot create the repository newthing" in reply and "administration" in reply
-    assert "/addproject newthing <owner>/newthing" in reply
     await rig.store.remove_project("lib")
     assert "/addproject lib octo/lib" in await rig.say("/create lib")
+    assert "no GitHub App configured" in await rig.say("/create newthing")
+    assert [p.slug for p in await rig.store.projects()] == ["app"]
 
 
 # -- tasks ------------------------------------------------------------------------------------

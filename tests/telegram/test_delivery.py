@@ -15,9 +15,9 @@ from telegram.error import BadRequest
 from ghapp.agent.logview import AgentLogReader
 from ghapp.core.model import TaskState
 from ghapp.core.ports import AgentOutcome, Notice
+from ghapp.messaging.text import MAX_MESSAGE, units
 from ghapp.telegram.bot import TelegramBot
 from ghapp.telegram.outbox import OutboxConfig
-from ghapp.telegram.render import MAX_MESSAGE, units
 from tests.fakes.telegram import Mode
 from tests.telegram.conftest import CHAT, FAST, OTHER_CHAT, Rig, close, make_rig
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from ghapp.core.model import Task, TaskSource, TaskState
 from ghapp.core.ports import Notice
+from ghapp.messaging.text import MAX_MESSAGE, cut, fit_tail, render_notice, trim, units
 from ghapp.telegram.bot import api_base
-from ghapp.telegram.render import MAX_MESSAGE, cut, fit_tail, render_notice, split, trim, units
+from ghapp.telegram.render import split
 
 
 def _task(**kw: object) -> Task:

@@ -52,6 +52,21 @@ def test_webhook_secret_is_mandatory() -> None:
         ({"TELEGRAM_CHAT_IDS": "1,abc"}, "^TELEGRAM_CHAT_IDS"),
         ({"LOG_LEVEL": "loud"}, "^LOG_LEVEL"),
         ({"DATABASE_URL": "mysql://x"}, "^DATABASE_URL"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user"}, "^SLACK_BOT_TOKEN: must be a bot token"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, "^SLACK_SIGNING_SECRET: required with SLACK_BOT_TOKEN"),
+        ({"SLACK_APP_TOKEN": "xoxb-1"}, "^SLACK_APP_TOKEN: must be an app-level token"),
+        ({"SLACK_CHANNEL_IDS": "C01,#general"}, "^SLACK_CHANNEL_IDS: '#general' is not"),
+        ({"SLACK_USER_IDS": "U01,alice"}, "^SLACK_USER_IDS: 'alice' is not"),
+        ({"SLACK_API_URL": "slack.com/api"}, "^SLACK_API_URL"),
+        (
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": "s",
+                "SLACK_CLIENT_ID": "1.2",
+                "SLACK_CLIENT_SECRET": "x",
+            },
+            "^SLACK_CLIENT_ID: unset it",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -69,6 +84,24 @@ def test_private_key_with_literal_newlines_and_ghe_host(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     key.write_text(PEM)
     assert load_settings(base(APP_ID="12", PRIVATE_KEY_PATH=str(key))).private_key == PEM
+
+
+def test_slack_settings() -> None:
+    s = load_settings(
+        base(
+            SLACK_BOT_TOKEN="xoxb-1-2",
+            SLACK_SIGNING_SECRET="sig",
+            SLACK_CHANNEL_IDS=" C0AAA , G0BBB ",
+            SLACK_USER_IDS="U0A,W0B",
+            SLACK_API_URL="http://127.0.0.1:9/api",
+        )
+    )
+    assert (s.slack_channel_ids, s.slack_user_ids) == (("C0AAA", "G0BBB"), ("U0A", "W0B"))
+    assert s.slack_api_url == "http://127.0.0.1:9/api/" and s.slack_app_token is None
+    socket = load_settings(base(SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1"))
+    assert socket.slack_app_token == "xapp-1" and socket.slack_signing_secret is None
+    assert load_settings(base()).slack_api_url == "https://slack.com/api/"
+    assert {"xoxb-1-2", "sig"} <= set(s.secrets) and "xoxb-1-2" not in repr(s)
 
 
 def test_secrets_do_not_show_in_repr() -> None:

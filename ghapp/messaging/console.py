@@ -1,32 +1,41 @@
-"""The operator's commands as plain text in, plain text out; no Telegram types, so tests and
-a future Slack adapter can drive it directly."""
+"""The operator's commands as plain text in, plain text out, shared by every chat adapter."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ghapp.core.commands import parse_budget, task_cap
-from ghapp.core.model import BadCommand, NewTask, Project, Task, TaskSource, TaskState, utc_day
-from ghapp.core.ports import LogReader
+from ghapp.core.model import (
+    BadCommand,
+    GhappError,
+    NewTask,
+    Project,
+    Task,
+    TaskSource,
+    TaskState,
+    utc_day,
+)
+from ghapp.core.ports import LogReader, RepoAdmin
 from ghapp.core.tasks import TaskService
-from ghapp.telegram.projects import ADD_USAGE, ProjectCommands
-from ghapp.telegram.render import MAX_MESSAGE, describe, elapsed, fit_tail, money
+from ghapp.messaging.projects import ProjectCommands
+from ghapp.messaging.text import MAX_MESSAGE, describe, elapsed, fit_tail, money
 
-USAGE = {
-    "task": "/task [<project>:] <description> [budget=<usd>]",
-    "status": "/status",
-    "cancel": "/cancel <task id>",
-    "retry": "/retry <task id>",
-    "logs": "/logs <task id>",
-    "budget": "/budget",
-    "projects": "/projects",
-    "addproject": ADD_USAGE,
-    "rmproject": "/rmproject <slug>",
-    "create": "/create <slug>",
-    "help": "/help",
+ARGS = {
+    "task": "[<project>:] <description> [budget=<usd>]",
+    "status": "",
+    "cancel": "<task id>",
+    "retry": "<task id>",
+    "logs": "<task id>",
+    "budget": "",
+    "projects": "",
+    "addproject": "<slug> <owner/repo> [--default]",
+    "rmproject": "<slug>",
+    "create": "[<organization>/]<slug>",
+    "help": "",
 }
 DESCRIPTIONS = {
     "task": "queue a task on a project",
@@ -46,6 +55,36 @@ _NO_ARGS = frozenset({"status", "budget", "projects"})
 SYNTHETIC_TRIES = 50
 Handler = Callable[[str, str], Awaitable[str]]
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What differs between chat adapters: how a command is written and how tasks are tagged."""
+
+    name: str
+    source: TaskSource
+    prefix: str = "/"
+    branch_tag: str = "tg"
+    max_message: int = MAX_MESSAGE
+
+    def cmd(self, name: str) -> str:
+        """A command as the operator types it: `/task` on Telegram, `/mc task` on Slack."""
+        return f"{self.prefix}{name}"
+
+    def usage(self, name: str) -> str:
+        """The command with its arguments."""
+        return f"{self.cmd(name)} {ARGS.get(name, '')}".rstrip()
+
+
+TELEGRAM = Channel("Telegram", TaskSource.TELEGRAM)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer; `ok` is False for errors and refusals (Slack shows those privately)."""
+
+    text: str
+    ok: bool = True
 
 
 def _task_id(args: str) -> int:
@@ -68,12 +107,21 @@ def _branch_slug(text: str) -> str:
 class Console:
     """Executes operator commands through TaskService and the store; never raises."""
 
-    def __init__(self, service: TaskService, log_reader: LogReader, *, log_lines: int = 50) -> None:
+    def __init__(
+        self,
+        service: TaskService,
+        log_reader: LogReader,
+        *,
+        channel: Channel = TELEGRAM,
+        repos: RepoAdmin | None = None,
+        log_lines: int = 50,
+    ) -> None:
         self.log_reader = log_reader
         self.service = service
         self.store = service.store
+        self.channel = channel
         self.log_lines = log_lines
-        projects = ProjectCommands(service.store)
+        projects = ProjectCommands(service.store, channel.cmd, repos)
         self._handlers: dict[str, Handler] = {
             "task": self.task,
             "status": self.status,
@@ -90,20 +138,33 @@ class Console:
         }
 
     async def handle(self, command: str, args: str, requester: str) -> str:
+        """Run one command and return its answer's text."""
+        return (await self.run(command, args, requester)).text
+
+    async def run(self, command: str, args: str, requester: str) -> Reply:
         """Run one command; a bad argument gives its usage line, an unknown command the help."""
-        handler = self._handlers.get(command.lower())
+        name = command.lower()
+        handler = self._handlers.get(name)
         if handler is None:
-            return f"Unknown command /{command}.\n\n{await self.help('', requester)}"
-        if command.lower() in _NO_ARGS and args.strip():
-            return f"/{command} takes no arguments.\nUsage: {USAGE[command.lower()]}"
+            help_text = await self.help("", requester)
+            return Reply(f"Unknown command {self.channel.cmd(command)}.\n\n{help_text}", False)
+        usage = self.channel.usage(name if name in ARGS else "help")
+        if name in _NO_ARGS and args.strip():
+            return Reply(f"{self.channel.cmd(command)} takes no arguments.\nUsage: {usage}", False)
         try:
-            return await handler(args.strip(), requester)
+            return Reply(await handler(args.strip(), requester))
         except BadCommand as exc:
             text = str(exc)
-            return f"{text[:1].upper()}{text[1:]}.\nUsage: {USAGE.get(command.lower(), '/help')}"
+            return Reply(f"{text[:1].upper()}{text[1:]}.\nUsage: {usage}", False)
+        except GhappError as exc:  # a refusal: the message says why
+            return Reply(str(exc), False)
         except Exception:
-            log.exception("operator command /%s failed", command)
-            return f"Something went wrong running /{command}; the ghapp log has the details."
+            log.exception("operator command %s failed", command)
+            return Reply(
+                f"Something went wrong running {self.channel.cmd(command)}; "
+                "the ghapp log has the details.",
+                False,
+            )
 
     # -- tasks ----------------------------------------------------------------------------
     async def task(self, args: str, requester: str) -> str:
@@ -124,7 +185,7 @@ class Console:
             if project is None:
                 raise BadCommand(
                     "there is no default project: start with <project>: or set a default "
-                    "with /addproject <slug> <owner/repo> --default"
+                    f"with {self.channel.cmd('addproject')} <slug> <owner/repo> --default"
                 )
         limits = self.service.limits
         description, budget = parse_budget(args, limits.task_budget_max_usd)
@@ -132,14 +193,14 @@ class Console:
             raise BadCommand("say what to do, not only the budget")
         installation = await self.store.installation_for_repo(project.repo)
         if installation is None:
-            return (
+            raise GhappError(
                 f"MissionControl is no longer installed on {project.repo} (project "
                 f"{project.slug}); install it there again, or point the project elsewhere."
             )
         cap = task_cap(budget, limits.task_budget_usd, limits.task_budget_max_usd)
         task = await self._submit(project, installation, description, cap, requester)
         if task is None:
-            return "Could not find a free task number; try again in a minute."
+            raise GhappError("Could not find a free task number; try again in a minute.")
         position = await self.store.queue_position(task.id)
         where = f", position {position} in the queue" if position else ""
         return (
@@ -158,7 +219,7 @@ class Console:
             if await self.store.latest_task_for(project.repo, -number) is not None:
                 continue  # used before: its branch and PR belong to that task
             new = NewTask(
-                source=TaskSource.TELEGRAM,
+                source=self.channel.source,
                 repo=project.repo,
                 installation_id=installation,
                 issue_number=-number,
@@ -166,7 +227,7 @@ class Console:
                 instructions=description,
                 budget_usd=cap,
                 title=title,
-                branch=f"mc/tg-{number}-{_branch_slug(title)}",
+                branch=f"mc/{self.channel.branch_tag}-{number}-{_branch_slug(title)}",
             )
             task = await self.service.submit(new)
             if task is not None:
@@ -178,12 +239,13 @@ class Console:
         task_id = _task_id(args)
         task = await self.store.get_task(task_id)
         if task is None:
-            return f"There is no task #{task_id}."
+            raise GhappError(f"There is no task #{task_id}.")
         if task.state.terminal:
-            return f"Task #{task.id} already {task.state.value}; nothing to cancel."
-        done = await self.service.cancel(task.id, f"cancelled from Telegram by {requester}")
+            raise GhappError(f"Task #{task.id} already {task.state.value}; nothing to cancel.")
+        reason = f"cancelled from {self.channel.name} by {requester}"
+        done = await self.service.cancel(task.id, reason)
         if done is None:
-            return f"Task #{task.id} finished before it could be cancelled."
+            raise GhappError(f"Task #{task.id} finished before it could be cancelled.")
         if done.state is TaskState.RUNNING:
             return (
                 f"Stopping task #{task.id}; it ends as cancelled and keeps its work on its branch."
@@ -195,9 +257,9 @@ class Console:
         task_id = _task_id(args)
         task = await self.store.get_task(task_id)
         if task is None:
-            return f"There is no task #{task_id}."
+            raise GhappError(f"There is no task #{task_id}.")
         if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
-            return (
+            raise GhappError(
                 f"Task #{task.id} is {task.state.value}; only failed or cancelled tasks "
                 "can be retried."
             )
@@ -205,7 +267,7 @@ class Console:
         if done is None:
             active = await self.store.active_task_for(task.repo, task.issue_number)
             other = f" while task #{active.id} is active on the same issue" if active else " now"
-            return f"Task #{task.id} cannot be retried{other}."
+            raise GhappError(f"Task #{task.id} cannot be retried{other}.")
         position = await self.store.queue_position(done.id)
         where = f", position {position} in the queue" if position else ""
         return f"Task #{done.id} queued again as attempt {done.attempt}{where}."
@@ -215,19 +277,21 @@ class Console:
         task_id = _task_id(args)
         task = await self.store.get_task(task_id)
         if task is None:
-            return f"There is no task #{task_id}."
+            raise GhappError(f"There is no task #{task_id}.")
         if not task.log_path:
-            return f"Task #{task.id} has not started yet, so it has no log."
+            raise GhappError(f"Task #{task.id} has not started yet, so it has no log.")
         try:
             lines = await self.log_reader.tail(Path(task.log_path))
         except OSError as exc:
-            return f"The log of task #{task.id} cannot be read: {exc.strerror or exc}."
+            why = exc.strerror or exc
+            raise GhappError(f"The log of task #{task.id} cannot be read: {why}.") from None
         if not lines:
             return f"The log of task #{task.id} has no readable lines yet."
         lines = lines[-self.log_lines :]
         head = f"Task #{task.id} log, attempt {task.attempt} ({task.state.value}), last {{}} lines:"
-        _, kept = fit_tail(head.format(len(lines)), lines, MAX_MESSAGE)
-        text, _ = fit_tail(head.format(kept), lines[len(lines) - kept :], MAX_MESSAGE)
+        limit = self.channel.max_message
+        _, kept = fit_tail(head.format(len(lines)), lines, limit)
+        text, _ = fit_tail(head.format(kept), lines[len(lines) - kept :], limit)
         return text
 
     # -- overview ---------------------------------------------------------------------------
@@ -307,7 +371,7 @@ class Console:
     async def help(self, args: str, requester: str) -> str:
         """Every command with its usage."""
         limits = self.service.limits
-        lines = [f"{USAGE[name]} — {text}" for name, text in DESCRIPTIONS.items()]
+        lines = [f"{self.channel.usage(name)} — {text}" for name, text in DESCRIPTIONS.items()]
         lines += [
             "",
             "Without <project>: a task goes to the default project. "
