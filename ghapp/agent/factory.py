@@ -6,7 +6,7 @@ import hashlib
 import logging
 
 from ghapp.agent import cgroup
-from ghapp.agent.claude import ClaudeWorker, SandboxConfig
+from ghapp.agent.claude import ClaudeWorker, SandboxConfig, agent_identity
 from ghapp.agent.egress import AllowList
 from ghapp.agent.prices import load_prices
 from ghapp.agent.sandbox import AgentLimits, find_bwrap, probe
@@ -57,19 +57,18 @@ def claude_worker(
     async def book(task_id: int, attempt: int, cost: float) -> None:
         await store.add_spend(task_id, attempt, clock.now(), cost)
 
-    worker = ClaudeWorker(
+    identity = agent_identity(settings.worker_user)
+    return ClaudeWorker(
         settings.claude_bin,
         run_as=settings.worker_user,
         model=settings.model,
         anthropic_env=settings.anthropic_env,
         prices=load_prices(settings.prices_path),
         book=book,
+        sandboxing=sandboxing(settings, identity.uid, identity.gid),
         extra_env=extra_env,
         repo_settings=settings.repo_agent_settings,
         max_turns=settings.max_turns,
         log_max_bytes=settings.log_max_mb << 20,
         instance=hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12],
     )
-    ident = worker.identity
-    worker.sandboxing = sandboxing(settings, ident.uid, ident.gid)
-    return worker

@@ -101,14 +101,9 @@ class Jail:
 
     def kill(self, pid: int) -> int:
         """End every process of the attempt; returns how many stragglers needed the marker."""
+        signal_group(pid, signal.SIGKILL)  # in a sandbox: its PID namespace dies with bwrap
         if self.bwrap is not None:
-            signal_group(pid, signal.SIGKILL)
-            try:
-                os.kill(pid, signal.SIGKILL)  # the outer bwrap: its PID namespace dies with it
-            except ProcessLookupError:
-                pass
             return 0
-        signal_group(pid, signal.SIGKILL)
         return kill_marked(self.marker, self.identity.uid)
 
     def usage_bytes(self) -> int:

@@ -60,7 +60,6 @@ class Account:
     token: str = field(default_factory=lambda: "mc-" + secrets.token_urlsafe(24), repr=False)
     spent_usd: float = 0.0
     responses: int = 0
-    refused: int = 0
     cap_reached: asyncio.Event = field(default_factory=asyncio.Event)
 
     def admits(self) -> bool:
@@ -157,7 +156,6 @@ class MeteringProxy:
         except (ValueError, AttributeError, RecursionError):
             return _error(400, "invalid_request_error", "ghapp: the body is not a JSON object")
         if not isinstance(model, str) or not self.prices.knows(model):
-            self.account.refused += 1
             return _error(
                 400,
                 "invalid_request_error",
@@ -165,7 +163,6 @@ class MeteringProxy:
             )
         async with self._admit:
             if not self.account.admits():
-                self.account.refused += 1
                 self.account.cap_reached.set()
                 spent, cap = self.account.spent_usd, self.account.cap_usd
                 return _error(

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ghapp.agent.claude import RUN_MARKER, ClaudeWorker, SandboxConfig
+from ghapp.agent.claude import RUN_MARKER, Book, ClaudeWorker, SandboxConfig
 from ghapp.agent.procs import marked_pids
 from ghapp.agent.sandbox import INSIDE_HOME, find_bwrap
 from ghapp.core.ports import AgentOutcome, AgentRequest, StopReason
@@ -106,22 +106,21 @@ def request(
     )
 
 
-def sandboxing(**limits: int) -> SandboxConfig:
+def sandboxing() -> SandboxConfig:
     """bwrap as production runs it (the tests need it installed: tests/run.sh does)."""
     bwrap = find_bwrap()
     assert bwrap is not None, "bubblewrap is not installed"
-    from ghapp.agent.sandbox import AgentLimits
-
-    return SandboxConfig(bwrap, AgentLimits(**limits), disk_poll_s=0.2)
+    return SandboxConfig(bwrap)
 
 
-def real_worker(url: str, **limits: int) -> ClaudeWorker:
+def real_worker(url: str, book: Book | None = None) -> ClaudeWorker:
     """The worker over the pinned CLI, sandboxed, as the sandbox user."""
     return ClaudeWorker(
         str(require_claude()),
         run_as=require_sandbox_user(),
         anthropic_env={"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": url},
-        sandboxing=sandboxing(**limits),
+        **({"book": book} if book else {}),
+        sandboxing=sandboxing(),
         extra_env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         interrupt_grace_s=3.0,
         result_grace_s=2.0,
@@ -221,7 +220,7 @@ async def test_stalled_stream_hits_the_soft_timeout(root: Path, api: Api) -> Non
     assert out.subtype in ("error_during_execution", None)
     assert out.cost_usd > 0  # the SIGINT result's cost, else the estimate of the paid turn
     assert "soft timeout" in (out.reason or "")
-    assert 3.0 <= took < 7.0
+    assert 3.0 <= took < 12.0  # 3 s timeout, 3 s for SIGINT, 2 s for SIGTERM, margin for load
     assert live_agent_pids(task.home) == []
 
 
@@ -249,8 +248,7 @@ async def test_over_budget_is_stopped_within_one_response(root: Path, api: Api) 
     async def book(task_id: int, attempt: int, cost: float) -> None:
         booked.append(cost)
 
-    worker = real_worker(url)
-    worker._book = book
+    worker = real_worker(url, book)
     out, _ = await go(worker, request(task, "[scenario:over_budget] x"))
     assert (out.completed, out.stopped) == (False, StopReason.BUDGET), out
     # 2M input tokens at $5/M: the first response alone passes the $1 cap; nothing after it
@@ -268,8 +266,7 @@ async def test_a_forged_result_line_books_what_the_proxy_metered(root: Path, api
     async def book(task_id: int, attempt: int, cost: float) -> None:
         booked.append(cost)
 
-    worker = real_worker(url)
-    worker._book = book
+    worker = real_worker(url, book)
     out, _ = await go(worker, request(task, "[scenario:forge_result] x"))
     assert "forged: all done" in task.log.read_text()  # the line did reach ghapp's pipe
     # one response was served (the Bash call that forged the line): that is the cost
