@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import signal
 import sys
 import time
@@ -14,8 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ghapp.agent.claude import RUN_MARKER
-from ghapp.agent.procs import marked_pids
+from tests.fakes.ghapp_process import kill_agents
 from tests.fakes.stack import eventually
 from tests.fakes.telegram import FakeTelegram
 
@@ -85,21 +82,8 @@ class Proc:
                 await self.proc.wait()
 
     def kill_agents(self) -> int:
-        """SIGKILL, by pid, the agents this process started (a SIGKILLed ghapp leaves them)."""
-        instance = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
-        found = 0
-        for _ in range(20):
-            pids = marked_pids(f"{RUN_MARKER}={instance}:", None, prefix=True)
-            if not pids:
-                break
-            found += len(pids)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        return found
+        """SIGKILL, by pid, the agents this process started; none should outlive it."""
+        return kill_agents(self.data_dir)
 
 
 class NamingTelegram(FakeTelegram):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
 import socket
 import sqlite3
@@ -20,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from ghapp.agent.claude import RUN_MARKER
-from ghapp.agent.procs import marked_pids
+from ghapp.agent.procs import kill_marked
 from tests.fakes.stack import eventually
 
 
@@ -45,20 +44,8 @@ def agent_instance(data_dir: Path) -> str:
 
 
 def kill_agents(data_dir: Path) -> int:
-    """SIGKILL, by pid, every agent process started by a ghapp of this data directory."""
-    marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
-    total = 0
-    for _ in range(20):
-        pids = [pid for pid in marked_pids(marker, None, prefix=True) if alive(pid)]
-        if not pids:
-            break
-        total += len(pids)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    return total
+    """SIGKILL every agent process started by a ghapp of this data directory; how many."""
+    return kill_marked(f"{RUN_MARKER}={agent_instance(data_dir)}:", None, prefix=True)
 
 
 class GhappProcess:
