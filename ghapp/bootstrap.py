@@ -243,6 +243,7 @@ def _runner(
             poll_s=poll_s,
             node=settings.node_id,
             lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
         ),
         logs=AgentLogReader(),
     )

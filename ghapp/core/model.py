@@ -28,6 +28,8 @@ ACTIVE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
 LOCAL_NODE = "local"
 # How long a claimed task stays its worker's without a renewal.
 DEFAULT_LEASE_S = 60.0
+# Attempts whose worker died (crash, kill, lost lease) before a task is failed.
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 class TaskSource(StrEnum):
@@ -113,6 +115,8 @@ class Task:
     updated_at: datetime = field(default_factory=utcnow)
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    crashes: int = 0
+    note: str | None = None
 
     @property
     def owner(self) -> str:
@@ -136,6 +140,7 @@ MUTABLE_FIELDS = TASK_FIELDS - {
     "cost_usd",
     "lease_owner",
     "lease_expires_at",
+    "crashes",
 }
 
 
@@ -161,10 +166,15 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of asking the store for work: a task, or why none started."""
+    """The outcome of asking the store for work: a task, or why none started.
+
+    `refused` are queued tasks the claim failed because they could never start (a cap
+    above the whole daily budget); the caller tells their requesters.
+    """
 
     task: Task | None
     waiting_for_budget: Task | None = None
+    refused: tuple[Task, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,26 @@ class Trigger:
     delivery_id: str | None = None
 
 
+async def requester_refusal(forge: Forge | None, task: Task) -> str | None:
+    """Why the person who asked for a GitHub task may no longer spend on it, asked afresh.
+
+    None when they still may write (or the task came from the operator's chat).
+    """
+    if task.source is TaskSource.TELEGRAM:
+        return None
+    role = (
+        "none"
+        if forge is None
+        else await forge.permission(task.installation_id, task.repo, task.requester, fresh=True)
+    )
+    if role in WRITERS:
+        return None
+    return (
+        f"{task.requester}, who asked for this task, no longer has write access to "
+        f"{task.repo} (their role is now {role}); nothing was spent"
+    )
+
+
 class RunnerControl(Protocol):
     """What the service needs from the runner: start looking, or stop a task."""
 
@@ -109,9 +129,13 @@ class TaskService:
             await self.cancel(task.id, f"cancelled by @{trig.sender}")
             return "cancelled"
         task = await self.store.latest_task_for(trig.repo, trig.number)
-        if task is None or await self.retry(task.id) is None:
+        again = None if task is None else await self.retry(task.id)
+        if again is None:
             await self._say(trig, "There is no failed or cancelled task here to retry.")
             return "nothing to retry"
+        if again.state is not TaskState.QUEUED:
+            await self._say(trig, f"Task #{again.id} was not run again: {again.failure_reason}.")
+            return "refused retry"
         return "retried"
 
     async def _say(self, trig: Trigger, text: str) -> None:
@@ -202,7 +226,20 @@ class TaskService:
         return task
 
     async def retry(self, task_id: int) -> Task | None:
-        """Re-queue a failed or cancelled task as its next attempt."""
+        """Re-queue a failed or cancelled task as its next attempt.
+
+        The requester's permission is asked afresh first: if they lost write access the
+        task stays where it is with that reason (returned, not queued). None when there
+        is nothing to retry.
+        """
+        old = await self.store.get_task(task_id)
+        if old is None or old.state not in (TaskState.FAILED, TaskState.CANCELLED):
+            return None
+        refusal = await requester_refusal(self.forge, old)
+        if refusal is not None:
+            refused = await self.store.update(task_id, failure_reason=refusal)
+            await self.reporter.track(refused)
+            return refused
         task = await self.store.retry(task_id, self.clock.now())
         if task is None:
             return None

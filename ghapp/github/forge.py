@@ -124,10 +124,12 @@ class GitHubForge:
             self._auth.invalidate(installation_id, refused)
         return await self._auth.installation_token(installation_id)
 
-    async def permission(self, installation_id: int, repo: str, user: str) -> str:
-        """admin, maintain, write, triage, read or none; cached for a few minutes."""
+    async def permission(
+        self, installation_id: int, repo: str, user: str, *, fresh: bool = False
+    ) -> str:
+        """admin, maintain, write, triage, read or none; cached for a few minutes unless fresh."""
         key = (installation_id, repo.lower(), user.lower())
-        cached = self._permissions.get(key)
+        cached = None if fresh else self._permissions.get(key)
         if cached is not None:
             return cached
         url = "/repos/{owner}/{name}/collaborators/{user}/permission"

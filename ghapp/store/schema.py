@@ -160,6 +160,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
         "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
     ),
+    # 3: attempts lost with their worker (MC_MAX_ATTEMPTS), and a note for the tracking comment.
+    (
+        "ALTER TABLE tasks ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN note TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -103,6 +103,18 @@ async def test_permission_is_cached_for_a_while(
     assert len(fake.requests_to(path)) == 2
 
 
+async def test_a_fresh_permission_check_skips_the_cache(
+    fake: FakeGitHub, session: aiohttp.ClientSession
+) -> None:
+    forge = make_forge(fake, session)
+    fake.set_permission(REPO, "bob", "write")
+    assert await forge.permission(IID, REPO, "bob") == "write"
+    fake.set_permission(REPO, "bob", "none")  # removed while the answer is cached
+    assert await forge.permission(IID, REPO, "bob") == "write"
+    assert await forge.permission(IID, REPO, "bob", fresh=True) == "none"
+    assert await forge.permission(IID, REPO, "bob") == "none"  # and the cache learns it
+
+
 async def test_comment_create_and_edit(forge: GitHubForge, fake: FakeGitHub) -> None:
     issue = fake.add_issue(REPO, "Bug")
     cid = await forge.comment(IID, REPO, issue, "Working on it")

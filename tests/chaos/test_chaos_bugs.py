@@ -76,7 +76,7 @@ class FlakyForge(MemoryForge):
 async def test_one_tracking_comment_after_the_first_one_failed(tmp_path: Path) -> None:
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
     await store.migrate()
-    forge, clock = FlakyForge(), FakeClock()
+    forge, clock = FlakyForge({"alice": "write"}), FakeClock()
     vcs = MemoryVcs(tmp_path / "work")
     reporter = Reporter(forge, RecordingMessenger(), "/mc")
     service = TaskService(store, forge, reporter, clock, Limits(10, 5, 10))

@@ -41,7 +41,9 @@ class MemoryForge:
         self.tokens_issued += 1
         return f"ghs_memory{self.tokens_issued}"
 
-    async def permission(self, installation_id: int, repo: str, user: str) -> str:
+    async def permission(
+        self, installation_id: int, repo: str, user: str, *, fresh: bool = False
+    ) -> str:
         return self.permissions.get(user, "read")
 
     async def repository(self, installation_id: int, repo: str) -> Repository:

@@ -100,7 +100,7 @@ async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = T
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
     await store.migrate()
     await store.upsert_installation(Installation(1, "octo", ("octo/app", "octo/lib")))
-    forge, clock = MemoryForge(), FakeClock()
+    forge, clock = MemoryForge({"alice": "write"}), FakeClock()
     vcs = MemoryVcs(tmp_path / "work")
     worker = ScriptedWorker(vcs)
     reporter = Reporter(forge, _Late(), "/mc")
