@@ -226,6 +226,12 @@ class Forge(Protocol):
         self, installation_id: int, repo: str, comment_id: int, body: str
     ) -> None: ...
 
+    async def find_comment(
+        self, installation_id: int, repo: str, number: int, marker: str
+    ) -> int | None:
+        """The id of ghapp's own comment on an issue or PR whose body holds `marker`."""
+        ...
+
     async def react(
         self,
         installation_id: int,

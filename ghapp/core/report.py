@@ -13,6 +13,11 @@ MAX_COMMENT_CHARS = 65_536
 MARKER = "<!-- ghapp:tracking -->"
 
 
+def task_marker(task: Task) -> str:
+    """Hidden text that finds a task's own tracking comment again, even if its id was lost."""
+    return f"<!-- ghapp:task {task.id} {task.created_at:%Y%m%dT%H%M%S} -->"
+
+
 def _elapsed(task: Task, now: datetime) -> str:
     """Human run time of a task."""
     if task.started_at is None:
@@ -32,7 +37,11 @@ def render_tracking(
 ) -> str:
     """The body of the tracking comment for the task's current state."""
     now = now or utcnow()
-    lines = [MARKER, f"**MissionControl task #{task.id}** (attempt {task.attempt})", ""]
+    lines = [
+        MARKER + task_marker(task),
+        f"**MissionControl task #{task.id}** (attempt {task.attempt})",
+        "",
+    ]
     state = task.state.value
     if task.state is TaskState.QUEUED:
         where = f", position {position} in the queue" if position else ""
@@ -81,21 +90,28 @@ class Reporter:
     async def track(
         self, task: Task, *, position: int | None = None, log_tail: str = ""
     ) -> int | None:
-        """Create or edit the task's tracking comment; returns the comment id."""
+        """Create or edit the task's tracking comment; returns the comment id.
+
+        A task that knows no comment first looks for one with its hidden marker: ghapp
+        may have died between GitHub creating the comment and the store saving its id.
+        """
         if self.forge is None or task.issue_number <= 0:
             return task.tracking_comment_id
         body = render_tracking(task, self.prefix, position=position, log_tail=log_tail)
+        comment_id = task.tracking_comment_id
         try:
-            if task.tracking_comment_id is None:
+            if comment_id is None:
+                comment_id = await self.forge.find_comment(
+                    task.installation_id, task.repo, task.issue_number, task_marker(task)
+                )
+            if comment_id is None:
                 return await self.forge.comment(
                     task.installation_id, task.repo, task.issue_number, body
                 )
-            await self.forge.edit_comment(
-                task.installation_id, task.repo, task.tracking_comment_id, body
-            )
+            await self.forge.edit_comment(task.installation_id, task.repo, comment_id, body)
         except Exception:
             log.exception("could not write the tracking comment of task %s", task.id)
-        return task.tracking_comment_id
+        return comment_id
 
     async def react(self, task: Task, content: str) -> None:
         """React on what triggered the task: its comment, or the issue for a label."""

@@ -16,6 +16,8 @@ from ghapp.github.auth import AppAuth, GitHubClient
 log = logging.getLogger(__name__)
 
 MAX_COMMENT_CHARS = 65536
+COMMENT_PAGE = 100
+MAX_COMMENT_PAGES = 50  # an issue with more comments than this gets a new tracking comment
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
 REACTION_URLS = {
     "issue": "/repos/{owner}/{name}/issues/{number}/reactions",
@@ -169,6 +171,22 @@ class GitHubForge:
             _repo_vars(repo, number=comment_id),
             {"body": trim_body(body)},
         )
+
+    async def find_comment(
+        self, installation_id: int, repo: str, number: int, marker: str
+    ) -> int | None:
+        """The first comment by a GitHub App (ghapp) on the issue that holds `marker`."""
+        url = "/repos/{owner}/{name}/issues/{number}/comments{?per_page,page}"
+        for page in range(1, MAX_COMMENT_PAGES + 1):
+            url_vars = _repo_vars(repo, number=number, per_page=COMMENT_PAGE, page=page)
+            items = await self._call(installation_id, "GET", url, url_vars)
+            for item in items:
+                user = item.get("user") or {}
+                if user.get("type") == "Bot" and marker in str(item.get("body") or ""):
+                    return int(item["id"])
+            if len(items) < COMMENT_PAGE:
+                break
+        return None
 
     async def react(
         self,

@@ -124,6 +124,20 @@ async def test_comment_create_and_edit(forge: GitHubForge, fake: FakeGitHub) -> 
     assert fake.comments[cid].body == "Done"
 
 
+async def test_find_comment_finds_only_the_apps_own_marked_comment(
+    forge: GitHubForge, fake: FakeGitHub
+) -> None:
+    issue = fake.add_issue(REPO, "Bug")
+    marker = "<!-- ghapp:task 7 20261127T120000 -->"
+    assert await forge.find_comment(IID, REPO, issue, marker) is None
+    fake.add_comment(REPO, issue, f"copied {marker}", user="mallory")  # not ours: ignored
+    for n in range(130):  # the app's comment is on the second page
+        fake.add_comment(REPO, issue, f"chatter {n}")
+    ours = await forge.comment(IID, REPO, issue, f"tracking {marker}")
+    assert await forge.find_comment(IID, REPO, issue, marker) == ours
+    assert await forge.find_comment(IID, REPO, issue, "<!-- ghapp:task 8 x -->") is None
+
+
 async def test_long_comment_is_trimmed_not_refused(forge: GitHubForge, fake: FakeGitHub) -> None:
     issue = fake.add_issue(REPO)
     exact = "x" * MAX_COMMENT_CHARS

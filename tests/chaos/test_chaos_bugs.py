@@ -1,6 +1,7 @@
-"""Known ghapp bugs the chaos suite found, each proved by a test marked xfail(strict=True).
+"""Bugs the chaos suite found, kept as regression tests now that both are fixed.
 
-When a bug is fixed its test XPASSes, which fails the run: then delete the marker.
+A bug still open gets a test marked xfail(strict=True): fixing it makes the test XPASS,
+which fails the run, and then the marker goes.
 
 BUG 1 — more than one tracking comment per task. README promises "one tracking comment,
 edited as the task moves". The comment id is stored only by TaskService.submit
@@ -10,7 +11,9 @@ task.tracking_comment_id is None and returns its id, but they drop the returned 
 if the first comment is lost (a 5xx, a rate limit, a network error) or ghapp is killed
 between GitHub creating the comment and store.update(tracking_comment_id=...) (the
 chaos kill point "queued_comment"), every later report POSTs yet another comment: one
-at the start of each attempt, one per progress tick, one at the end.
+at the start of each attempt, one per progress tick, one at the end. Fixed: the runner
+keeps the id it gets, and Reporter.track looks for the task's hidden marker on the issue
+before it creates a comment.
 
 BUG 2 — a killed attempt's spend is never booked. README: "The real cost of every run
 is booked." When ghapp dies while the agent runs, the next start's
@@ -20,7 +23,7 @@ sqlite.py) sets the task back to queued as the next attempt and drops its reserv
 its stream-json log
 (data/logs/task-N-attempt-M.log) holds what it spent (ghapp.agent.logview.cost_so_far
 reads it). Each crash during a run thus lets real money escape the ledger and the
-MC_DAILY_BUDGET_USD cap.
+MC_DAILY_BUDGET_USD cap. Fixed: the dead attempt is booked from its log when requeued.
 """
 
 from __future__ import annotations
@@ -52,11 +55,6 @@ BUG_2 = (
     "BUG 2: requeue_running / requeue_expired (ghapp/store/sqlite.py) returns a crash orphan "
     "to the queue "
     "without booking what its killed attempt spent, so the ledger and the daily cap miss it"
-)
-BUG_1 = (
-    "BUG 1: TaskRunner drops the comment id Reporter.track() returns (ghapp/core/runner.py "
-    "_attempt/_progress/_finish), so a task whose first tracking comment was lost or not "
-    "recorded gets a new comment at every report"
 )
 
 
@@ -180,7 +178,6 @@ async def live() -> AsyncIterator[Live]:
 
 @pytest.mark.cli
 @pytest.mark.sandbox
-@pytest.mark.xfail(strict=True, reason=BUG_1)
 async def test_one_tracking_comment_after_a_kill_right_after_it_was_created(live: Live) -> None:
     # SIGKILL the moment GitHub created the first ("queued") tracking comment.
     trap = live.github.arm(

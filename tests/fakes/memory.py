@@ -60,6 +60,16 @@ class MemoryForge:
     ) -> None:
         self.edits.append((comment_id, body))
 
+    async def find_comment(
+        self, installation_id: int, repo: str, number: int, marker: str
+    ) -> int | None:
+        for index, (on_repo, on_number, body) in enumerate(self.comments):
+            if (on_repo, on_number) == (repo, number) and marker in body:
+                edited = [text for cid, text in self.edits if cid == 1001 + index]
+                if marker in (edited[-1] if edited else body):
+                    return 1001 + index
+        return None
+
     async def react(
         self,
         installation_id: int,
