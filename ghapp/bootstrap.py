@@ -144,7 +144,7 @@ def build(
     store = open_store(settings)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
-    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s)
+    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s, secrets=settings.secrets)
     reporter = Reporter(forge, messenger or NullMessenger(), settings.command)
     limits = Limits(
         settings.daily_budget_usd,
@@ -182,6 +182,7 @@ def build(
             log_reader,
             api_url=settings.telegram_api_url,
             polling=not isinstance(store, PostgresTaskStore),
+            secrets=settings.secrets,
         )
         if messenger is None:
             reporter.messenger = bot

@@ -85,6 +85,7 @@ class Settings:
         """Values that must never reach the agent or a log."""
         values = [self.webhook_secret, self.private_key or "", self.telegram_token or ""]
         values.append(self.anthropic_env.get("ANTHROPIC_API_KEY", ""))
+        values.append(self.anthropic_env.get("ANTHROPIC_AUTH_TOKEN", ""))
         values.append(urlsplit(self.database_url).password or "")
         return tuple(v for v in values if v)
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from ghapp.core.model import Task, TaskSource, TaskState, utcnow
 from ghapp.core.ports import Forge, Messenger, Notice
+from ghapp.core.publish import fenced, one_line
 
 log = logging.getLogger(__name__)
-MAX_COMMENT_CHARS = 65_536
 MARKER = "<!-- ghapp:tracking -->"
 
 
@@ -60,7 +60,7 @@ def render_tracking(
         fate = f" ({task.pr_fate})" if task.pr_fate else ""
         lines.append(f"Pull request: {task.pr_url}{fate}")
     if task.state in (TaskState.FAILED, TaskState.CANCELLED) and task.failure_reason:
-        lines.append(f"Reason: {task.failure_reason}")
+        lines.append(f"Reason: {one_line(task.failure_reason)}")
         if task.state is TaskState.FAILED:
             lines.append(f"Comment `{prefix} retry` to run it again.")
     if log_tail and task.state is TaskState.FAILED:
@@ -68,15 +68,10 @@ def render_tracking(
             "",
             "<details><summary>Last lines of the log</summary>",
             "",
-            "```",
-            log_tail,
-            "```",
+            fenced(log_tail),
             "</details>",
         ]
-    body = "\n".join(lines)
-    if len(body) > MAX_COMMENT_CHARS:
-        body = body[: MAX_COMMENT_CHARS - 40] + "\n```\n[trimmed]\n</details>"
-    return body
+    return "\n".join(lines)
 
 
 class Reporter:

@@ -37,6 +37,7 @@ from ghapp.core.ports import (
     Workspace,
 )
 from ghapp.core.prompt import build_prompt
+from ghapp.core.publish import fenced, quoted
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
 
@@ -100,12 +101,11 @@ def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: f
         if task.source is TaskSource.TELEGRAM
         else f"Requested by @{task.requester}"
     )
-    listed = "\n".join(f"- {c}" for c in commits[:100])
     lines = [
-        outcome.summary.strip()[:20_000] or "(the agent gave no summary)",
+        quoted(outcome.summary.strip()[:20_000]) or "(the agent gave no summary)",
         "",
         "### Commits",
-        listed,
+        fenced("\n".join(commits[:100])),
         "",
         f"{origin}. MissionControl task #{task.id}, attempt {task.attempt}; "
         f"cost ${task.cost_usd + outcome.cost_usd:.2f}; agent time {duration_s:.0f} s.",

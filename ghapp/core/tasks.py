@@ -9,6 +9,7 @@ from typing import Protocol
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import Clock, Forge, TaskStore
+from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,8 @@ class TaskService:
         if trig.sender_is_bot:
             return "ignored: bot"
         if trig.command is None:
-            text = (
-                f"{trig.error}\n\n{help_text(self.limits.prefix, self.limits.task_budget_max_usd)}"
-            )
+            help_ = help_text(self.limits.prefix, self.limits.task_budget_max_usd)
+            text = f"{inert(trig.error or '')}\n\n{help_}"
             await self.reporter.reply(trig.installation_id, trig.repo, trig.number, text)
             return "bad command"
         if isinstance(trig.command, SimpleCommand) and not trig.command.changes_state:
@@ -115,7 +115,7 @@ class TaskService:
                 trig.installation_id,
                 trig.repo,
                 trig.number,
-                f"@{trig.sender} only people with write access to {trig.repo} can ask "
+                f"{trig.sender}: only people with write access to {trig.repo} can ask "
                 "MissionControl to work or change its tasks.",
             )
             return "refused"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from cachetools import TTLCache
 from gidgethub import BadRequest
 
 from ghapp.core.model import PullRequest, Repository
+from ghapp.core.publish import Scrubber
 from ghapp.github.auth import AppAuth, GitHubClient
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,10 @@ class GitHubForge:
         client: GitHubClient | None = None,
         write_interval_s: float = 1.0,
         permission_ttl_s: float = 300.0,
+        secrets: Iterable[str] = (),
     ) -> None:
         self._auth = auth
+        self._scrub = Scrubber(secrets)
         self._gh = client or auth.gh
         self.write_interval_s = write_interval_s
         self._write_lock = asyncio.Lock()
@@ -109,6 +113,7 @@ class GitHubForge:
     ) -> Any:
         if method == "GET":
             return await self._gh.getitem(url, url_vars, oauth_token=token)
+        data = self._scrubbed(data)
         async with self._write_lock:  # GitHub asks for serial writes spaced >= 1 s
             wait = self._last_write + self.write_interval_s - time.monotonic()
             if wait > 0:
@@ -119,6 +124,17 @@ class GitHubForge:
                 return await self._gh.patch(url, url_vars, data=data, oauth_token=token)
             finally:
                 self._last_write = time.monotonic()
+
+    def _scrubbed(self, data: Any) -> Any:
+        """What ghapp writes to GitHub, with secrets and token shapes removed from its text."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: self._scrub(value)
+            if key in ("body", "title") and isinstance(value, str)
+            else value
+            for key, value in data.items()
+        }
 
     async def token(self, installation_id: int, refused: str | None = None) -> str:
         """A valid installation token, for git calls only; a refused one is replaced."""

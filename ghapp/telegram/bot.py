@@ -23,10 +23,11 @@ from telegram.ext import (
 )
 
 from ghapp.core.ports import LogReader, Notice
+from ghapp.core.publish import Scrubber, inert
 from ghapp.core.tasks import TaskService
 from ghapp.telegram.console import DESCRIPTIONS, Console
 from ghapp.telegram.outbox import Outbox, OutboxConfig
-from ghapp.telegram.render import render_notice
+from ghapp.telegram.render import render_notice, trim
 
 log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://api.telegram.org/bot"
@@ -67,8 +68,10 @@ class TelegramBot:
         api_url: str = DEFAULT_API_URL,
         config: BotConfig | None = None,
         polling: bool = True,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.config = config or BotConfig()
+        self._scrub = Scrubber(secrets)
         self._polling = polling  # False: send only, until an election makes this process poll
         self._ready = False
         self._poll_lock = asyncio.Lock()
@@ -211,10 +214,10 @@ class TelegramBot:
         log.warning("Telegram polling failed: %s", exc.message)
 
     async def _send(self, chat_id: int, text: str) -> None:
-        """One plain-text message; PR links without previews keep the chat compact."""
+        """One plain-text message, inert and scrubbed; no link previews keep the chat compact."""
         await self.app.bot.send_message(
             chat_id=chat_id,
-            text=text,
+            text=trim(self._scrub(inert(text))),
             link_preview_options=LinkPreviewOptions(is_disabled=True),
         )
 

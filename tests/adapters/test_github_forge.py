@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,10 +46,16 @@ def make_forge(
     *,
     write_interval_s: float = 0,
     permission_ttl_s: float = 300,
+    secrets: tuple[str, ...] = (),
 ) -> GitHubForge:
     client = GitHubClient(session, base_url=fake.base_url, max_retries=3)
     auth = AppAuth(session, fake.app_id, fake.private_key_pem, fake.base_url, client=client)
-    return GitHubForge(auth, write_interval_s=write_interval_s, permission_ttl_s=permission_ttl_s)
+    return GitHubForge(
+        auth,
+        write_interval_s=write_interval_s,
+        permission_ttl_s=permission_ttl_s,
+        secrets=secrets,
+    )
 
 
 @pytest.fixture
@@ -136,6 +143,22 @@ async def test_find_comment_finds_only_the_apps_own_marked_comment(
     ours = await forge.comment(IID, REPO, issue, f"tracking {marker}")
     assert await forge.find_comment(IID, REPO, issue, marker) == ours
     assert await forge.find_comment(IID, REPO, issue, "<!-- ghapp:task 8 x -->") is None
+
+
+async def test_secrets_never_reach_github(fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    secret = "whsec-0123456789"
+    forge = make_forge(fake, session, secrets=(secret,))
+    issue = fake.add_issue(REPO, "Bug")
+    leak = f"the agent printed {secret}, sk-ant-api03-abcdefghijkl, ghs_abcdefghijklmnop"
+    cid = await forge.comment(IID, REPO, issue, leak)
+    await forge.edit_comment(IID, REPO, cid, f"again {leak}")
+    assert fake.comments[cid].body == "again the agent printed " + ", ".join(["[redacted]"] * 3)
+    pr = await forge.open_pr(IID, REPO, head="mc/1-x", base="main", title=secret, body=leak)
+    opened = fake.pulls[(REPO, pr.number)]
+    assert opened.title == "[redacted]" and secret not in opened.body
+    await forge.update_pr(IID, REPO, pr.number, body=f"later {leak}")
+    published = [opened.title, opened.body, *(c.body for c in fake.comments.values())]
+    assert not [text for text in published if secret in text or re.search("sk-ant-|ghs_", text)]
 
 
 async def test_long_comment_is_trimmed_not_refused(forge: GitHubForge, fake: FakeGitHub) -> None:

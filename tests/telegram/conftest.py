@@ -94,6 +94,9 @@ class Rig:
         return path
 
 
+SECRET = "tg-rig-secret-value"  # what the rig's bot knows as a secret of ghapp's
+
+
 async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = True) -> Rig:
     fake = FakeTelegram()
     await fake.start()
@@ -112,6 +115,7 @@ async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = T
         AgentLogReader(),
         api_url=fake.base_url,
         config=config,
+        secrets=(SECRET,),
     )
     reporter.messenger = bot
     runner = TaskRunner(
