@@ -56,6 +56,8 @@ def render_tracking(
         )
     cost_kind = "so far" if task.state is TaskState.RUNNING else "total"
     lines.append(f"Cost ({cost_kind}): ${task.cost_usd:.2f} of a ${task.budget_usd:.2f} cap")
+    if task.note:
+        lines.append(f"Note: {one_line(task.note)}")
     if task.pr_url:
         fate = f" ({task.pr_fate})" if task.pr_fate else ""
         lines.append(f"Pull request: {task.pr_url}{fate}")

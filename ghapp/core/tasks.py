@@ -193,6 +193,28 @@ class TaskService:
         task = await self.submit(new)
         return "queued" if task is not None else "ignored: already active"
 
+    async def issue_closed(self, repo: str, installation_id: int, number: int, closer: str) -> str:
+        """Closing stops the issue's task only when the closer may write or asked for it.
+
+        Anyone else (an issue's author may close it) cannot stop what a maintainer started:
+        the task goes on and its tracking comment says why.
+        """
+        task = await self.store.active_task_for(repo, number)
+        if task is None:
+            return "nothing active"
+        if closer.lower() == task.requester.lower() or await self.may_write(
+            installation_id, repo, closer
+        ):
+            await self.cancel(task.id, f"the issue was closed by {closer}")
+            return "cancelled"
+        note = (
+            f"{closer} closed the issue but may not stop this task (only the requester or "
+            "someone with write access can), so it goes on"
+        )
+        noted = await self.store.update(task.id, note=note)
+        await self.reporter.track(noted, position=await self.store.queue_position(task.id))
+        return "kept"
+
     async def submit(self, new: NewTask) -> Task | None:
         """Queue a task and announce it; None when its issue already has an active task."""
         task = await self.store.create_task(new, self.clock.now())

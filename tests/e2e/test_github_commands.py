@@ -119,6 +119,7 @@ async def test_closing_the_issue_cancels_a_queued_task(stack: Stack) -> None:
     assert task is not None and task.state is TaskState.QUEUED
     closed = payload("issues.closed", id=1)
     closed["repository"]["full_name"], closed["issue"]["number"] = REPO, 1
+    stack.github.set_permission(REPO, closed["sender"]["login"], "write")  # a maintainer
     await stack.deliver("issues", closed)
     await eventually(lambda: idle(stack))
     done = await app.store.get_task(task.id)
