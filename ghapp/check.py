@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from ghapp.check_db import database
 from ghapp.config import ConfigError, Settings, load_settings
 
 Check = tuple[str, bool, str]
@@ -83,7 +84,14 @@ def _git(_: Settings) -> Check:
     return ("git", found is not None, found or "git not found on PATH")
 
 
-CHECKS: tuple[Callable[[Settings], Check], ...] = (_key, _data_dir, _claude, _sandbox, _git)
+CHECKS: tuple[Callable[[Settings], Check], ...] = (
+    _key,
+    _data_dir,
+    database,
+    _claude,
+    _sandbox,
+    _git,
+)
 
 
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
