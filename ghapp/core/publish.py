@@ -21,9 +21,11 @@ _INVISIBLE_CATEGORIES = frozenset({"Cf", "Co", "Cs", "Cc"})
 _INVISIBLE_RANGES = ((0xFE00, 0xFE0F), (0xE0100, 0xE01EF), (0x115F, 0x1160), (0x3164, 0x3164))
 _KEEP = frozenset("\n\t")
 _EMOJI_SELECTORS = frozenset("\ufe0e\ufe0f")
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # `@login` or `@org/team` where GitHub (and Telegram) would notify; an e-mail is left be.
 _MENTION = re.compile(r"(?<![A-Za-z0-9])@(?=[A-Za-z0-9])")
-_REF = r"(?:[\w.-]+/[\w.-]+)?#\d+|GH-\d+|https?://\S+?/(?:issues|pull)/\d+"
+# Slash-separated parts, so no two quantifiers compete for the same text (linear time).
+_REF = r"(?:[\w.-]+/[\w.-]+)?#\d+|GH-\d+|https?://[^\s/]+/[^\s/]+/[^\s/]+/(?:issues|pull)/\d+"
 _CLOSING = re.compile(
     rf"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\b:?\s*(?:{_REF})(?:\s*(?:,|and)\s*(?:{_REF}))*",
     re.IGNORECASE,
@@ -49,6 +51,8 @@ def _visible(ch: str, previous: str) -> bool:
 
 def visible(text: str) -> str:
     """Text without zero-width, bidi, tag, variation-selector and control characters."""
+    if text.isascii():  # the common case, and the only one without hidden code points
+        return _ASCII_CONTROL.sub("", text)
     kept: list[str] = []
     for ch in text:
         if _visible(ch, kept[-1] if kept else " "):
