@@ -199,14 +199,15 @@ class TaskRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
 
-    async def _book_dead_attempt(self, task: Task, attempt: int) -> None:
+    async def _book_dead_attempt(self, task: Task, attempt: int) -> float:
         """Book what the attempt that died spent, as its log tells (its worker never could)."""
         if self.logs is None or not task.log_path:
-            return
+            return 0.0
         with contextlib.suppress(Exception):
             cost = await self.logs.cost(Path(task.log_path))
-            if cost:
-                await self.store.book_cost(task.id, attempt, self.clock.now(), cost)
+            if cost and await self.store.book_cost(task.id, attempt, self.clock.now(), cost):
+                return cost
+        return 0.0
 
     async def _expired(self, tasks: list[Task]) -> None:
         """Tasks whose worker died: queued again, or failed after MC_MAX_ATTEMPTS such deaths."""
@@ -216,8 +217,8 @@ class TaskRunner:
                 await self._book_dead_attempt(task, task.attempt - 1)
             else:
                 log.error("task %s failed: %s", task.id, task.failure_reason)
-                await self._book_dead_attempt(task, task.attempt)
-                await self._report_end(await self.store.get_task(task.id) or task)
+                cost = await self._book_dead_attempt(task, task.attempt)
+                await self._report_end(await self.store.get_task(task.id) or task, cost)
 
     async def sweep(self) -> None:
         """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
