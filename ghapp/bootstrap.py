@@ -148,7 +148,7 @@ def build(
     store = open_store(settings)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
-    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s)
+    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s, secrets=settings.secrets)
     reporter = Reporter(forge, messenger or NullMessenger(), settings.command)
     limits = Limits(
         settings.daily_budget_usd,
@@ -200,6 +200,7 @@ def _messaging(
             api_url=settings.telegram_api_url,
             polling=not cluster,
             repos=forge,
+            secrets=settings.secrets,
         )
     if settings.slack_bot_token:
         app.slack = SlackBot(
@@ -269,6 +270,7 @@ def _runner(
             node=settings.node_id,
             lease_s=settings.lease_s,
             context_max_chars=settings.context_max_chars,
+            max_attempts=settings.max_attempts,
         ),
         logs=AgentLogReader(),
     )

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from ghapp.agent.claude import agent_identity
 from ghapp.agent.probe import memory_limit, prove
 from ghapp.agent.sandbox import find_bwrap, probe
+from ghapp.check_db import database
 from ghapp.config import ConfigError, Settings, load_settings
 from ghapp.core.model import GhappError
 
@@ -104,7 +105,14 @@ def _git(_: Settings) -> Check:
     return ("git", found is not None, found or "git not found on PATH")
 
 
-CHECKS: tuple[Callable[[Settings], Check], ...] = (_key, _data_dir, _claude, _sandbox, _git)
+CHECKS: tuple[Callable[[Settings], Check], ...] = (
+    _key,
+    _data_dir,
+    database,
+    _claude,
+    _sandbox,
+    _git,
+)
 
 
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:

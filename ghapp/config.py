@@ -75,6 +75,7 @@ class Settings:
     repo_agent_settings: bool = False
     log_max_mb: int = 50
     context_max_chars: int = 100_000
+    max_attempts: int = 3
 
     @property
     def is_postgres(self) -> bool:
@@ -353,6 +354,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         repo_agent_settings=r.flag("MC_REPO_AGENT_SETTINGS"),
         log_max_mb=r.integer("MC_LOG_MAX_MB", 50, minimum=1),
         context_max_chars=r.integer("MC_CONTEXT_MAX_CHARS", 100_000, minimum=1000),
+        max_attempts=r.integer("MC_MAX_ATTEMPTS", 3, minimum=1),
     )
 
 

@@ -28,6 +28,8 @@ ACTIVE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
 LOCAL_NODE = "local"
 # How long a claimed task stays its worker's without a renewal.
 DEFAULT_LEASE_S = 60.0
+# Attempts whose worker died (crash, kill, lost lease) before a task is failed.
+DEFAULT_MAX_ATTEMPTS = 3
 
 
 class TaskSource(StrEnum):
@@ -38,6 +40,11 @@ class TaskSource(StrEnum):
     REVIEW = "review"
     TELEGRAM = "telegram"
     SLACK = "slack"
+
+    @property
+    def from_chat(self) -> bool:
+        """Asked for by the operator in a chat: no GitHub user, no issue to close."""
+        return self in (TaskSource.TELEGRAM, TaskSource.SLACK)
 
 
 def utcnow() -> datetime:
@@ -122,6 +129,8 @@ class Task:
     updated_at: datetime = field(default_factory=utcnow)
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    crashes: int = 0
+    note: str | None = None
 
     @property
     def owner(self) -> str:
@@ -147,6 +156,7 @@ MUTABLE_FIELDS = TASK_FIELDS - {
     "lease_expires_at",
     "triggered_at",
     "pr_description",
+    "crashes",
 }
 
 
@@ -172,10 +182,15 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of asking the store for work: a task, or why none started."""
+    """The outcome of asking the store for work: a task, or why none started.
+
+    `refused` are queued tasks the claim failed because they could never start (a cap
+    above the whole daily budget); the caller tells their requesters.
+    """
 
     task: Task | None
     waiting_for_budget: Task | None = None
+    refused: tuple[Task, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
     BudgetView,
     Claim,
@@ -117,9 +118,11 @@ class TaskStore(Protocol):
     ) -> Claim:
         """Atomically start the oldest queued task whose cap fits today's budget.
 
-        Skips tasks whose issue or branch already has a running task. If the oldest
-        eligible task does not fit, it stays queued with wait_reason set and is
-        returned as ``waiting_for_budget``; nothing younger jumps ahead of it. The
+        Skips tasks whose issue or branch already has a running task. A task whose cap
+        is above the whole daily budget could never start: it is failed (saying both
+        figures) and returned in ``refused``. If the oldest eligible task does not fit
+        today, it stays queued with wait_reason set and is returned as
+        ``waiting_for_budget``; nothing younger jumps ahead of it. The
         started task is leased to `node` until now + lease_s. Claims by any number of
         nodes are serialised, so together they never reserve more than the budget.
         """
@@ -167,11 +170,15 @@ class TaskStore(Protocol):
         """
         ...
 
-    async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
+    async def requeue_expired(
+        self, now: datetime, node: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.
 
-        Each goes back as its next attempt; one whose cancel was asked for ends
-        cancelled instead. A restarted node passes its own id: its tasks are orphans.
+        Each goes back as its next attempt, unless this is the max_attempts-th attempt in
+        a row that died with its worker: then it ends failed, saying so. Both kinds are
+        returned. One whose cancel was asked for ends cancelled instead (not returned).
+        A restarted node passes its own id: its tasks are orphans.
         """
         ...
 
@@ -206,8 +213,13 @@ class Forge(Protocol):
         """A valid installation token, for git calls only; `refused` is one git rejected."""
         ...
 
-    async def permission(self, installation_id: int, repo: str, user: str) -> str:
-        """The user's role on the repository: admin, maintain, write, triage, read or none."""
+    async def permission(
+        self, installation_id: int, repo: str, user: str, *, fresh: bool = False
+    ) -> str:
+        """The user's role on the repository: admin, maintain, write, triage, read or none.
+
+        An adapter may cache the answer for a few minutes; `fresh` asks the forge now.
+        """
         ...
 
     async def repository(self, installation_id: int, repo: str) -> Repository: ...
@@ -219,6 +231,12 @@ class Forge(Protocol):
     async def edit_comment(
         self, installation_id: int, repo: str, comment_id: int, body: str
     ) -> None: ...
+
+    async def find_comment(
+        self, installation_id: int, repo: str, number: int, marker: str, since: datetime
+    ) -> int | None:
+        """The id of ghapp's own comment, updated since `since`, whose body holds `marker`."""
+        ...
 
     async def react(
         self,

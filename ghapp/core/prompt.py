@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ghapp.core.context import Comment, Conversation, own_text
-from ghapp.core.model import Task, TaskSource
+from ghapp.core.model import Task
 from ghapp.core.ports import Workspace
 from ghapp.core.sanitize import Fence, one_line, sanitize
 
@@ -84,8 +84,8 @@ def build_prompt(
     if convo.instructions:
         asker = one_line(task.requester, 100)
         who = (
-            f"{asker} (the operator, from Telegram)"
-            if task.source is TaskSource.TELEGRAM
+            f"{asker} (the operator, from {task.source.value.title()})"
+            if task.source.from_chat
             else f"@{asker} (write access)"
         )
         parts.append(fence.wrap(f"request from {who}", convo.instructions))

@@ -7,10 +7,15 @@ from datetime import datetime
 
 from ghapp.core.model import Task, TaskSource, TaskState, utcnow
 from ghapp.core.ports import Forge, Messenger, Notice
+from ghapp.core.publish import fenced, one_line
 
 log = logging.getLogger(__name__)
-MAX_COMMENT_CHARS = 65_536
 MARKER = "<!-- ghapp:tracking -->"
+
+
+def task_marker(task: Task) -> str:
+    """Hidden text that finds a task's own tracking comment again, even if its id was lost."""
+    return f"<!-- ghapp:task {task.id} {task.created_at:%Y%m%dT%H%M%S} -->"
 
 
 def _elapsed(task: Task, now: datetime) -> str:
@@ -33,7 +38,11 @@ def render_tracking(
 ) -> str:
     """The body of the tracking comment for the task's current state."""
     now = now or utcnow()
-    lines = [MARKER, f"**MissionControl task #{task.id}** (attempt {task.attempt})", ""]
+    lines = [
+        MARKER + task_marker(task),
+        f"**MissionControl task #{task.id}** (attempt {task.attempt})",
+        "",
+    ]
     state = task.state.value
     if task.state is TaskState.QUEUED:
         where = f", position {position} in the queue" if position else ""
@@ -50,11 +59,13 @@ def render_tracking(
     lines.append(f"Cost ({cost_kind}): ${task.cost_usd:.2f} of a ${task.budget_usd:.2f} cap")
     if task.context_note:
         lines.append(f"Context: {task.context_note}")
+    if task.note:
+        lines.append(f"Note: {one_line(task.note)}")
     if task.pr_url:
         fate = f" ({task.pr_fate})" if task.pr_fate else ""
         lines.append(f"Pull request: {task.pr_url}{fate}")
     if task.state in (TaskState.FAILED, TaskState.CANCELLED) and task.failure_reason:
-        lines.append(f"Reason: {task.failure_reason}")
+        lines.append(f"Reason: {one_line(task.failure_reason)}")
         if task.state is TaskState.FAILED:
             lines.append(f"Comment `{prefix} retry` to run it again.")
     if notes:
@@ -64,15 +75,10 @@ def render_tracking(
             "",
             "<details><summary>Last lines of the log</summary>",
             "",
-            "```",
-            log_tail,
-            "```",
+            fenced(log_tail),
             "</details>",
         ]
-    body = "\n".join(lines)
-    if len(body) > MAX_COMMENT_CHARS:
-        body = body[: MAX_COMMENT_CHARS - 40] + "\n```\n[trimmed]\n</details>"
-    return body
+    return "\n".join(lines)
 
 
 class Reporter:
@@ -86,21 +92,32 @@ class Reporter:
     async def track(
         self, task: Task, *, position: int | None = None, log_tail: str = "", notes: str = ""
     ) -> int | None:
-        """Create or edit the task's tracking comment; returns the comment id."""
+        """Create or edit the task's tracking comment; returns the comment id.
+
+        A task that knows no comment first looks for one with its hidden marker: ghapp
+        may have died between GitHub creating the comment and the store saving its id.
+        """
         if self.forge is None or task.issue_number <= 0:
             return task.tracking_comment_id
         body = render_tracking(task, self.prefix, position=position, log_tail=log_tail, notes=notes)
+        comment_id = task.tracking_comment_id
         try:
-            if task.tracking_comment_id is None:
+            if comment_id is None:
+                comment_id = await self.forge.find_comment(
+                    task.installation_id,
+                    task.repo,
+                    task.issue_number,
+                    task_marker(task),
+                    task.created_at,
+                )
+            if comment_id is None:
                 return await self.forge.comment(
                     task.installation_id, task.repo, task.issue_number, body
                 )
-            await self.forge.edit_comment(
-                task.installation_id, task.repo, task.tracking_comment_id, body
-            )
+            await self.forge.edit_comment(task.installation_id, task.repo, comment_id, body)
         except Exception:
             log.exception("could not write the tracking comment of task %s", task.id)
-        return task.tracking_comment_id
+        return comment_id
 
     async def react(self, task: Task, content: str) -> None:
         """React on what triggered the task: its comment, or the issue for a label."""

@@ -15,13 +15,13 @@ from typing import TypeVar
 from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader, Conversation
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
     Lease,
     LeaseLost,
     PullRequest,
     Repository,
     Task,
-    TaskSource,
     TaskState,
     utc_day,
 )
@@ -38,7 +38,9 @@ from ghapp.core.ports import (
     Workspace,
 )
 from ghapp.core.prompt import build_prompt
+from ghapp.core.publish import fenced, quoted
 from ghapp.core.report import Reporter
+from ghapp.core.tasks import requester_refusal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,6 +64,7 @@ class RunnerConfig:
     node: str = LOCAL_NODE
     lease_s: float = DEFAULT_LEASE_S
     context_max_chars: int = DEFAULT_MAX_CHARS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     @property
     def renew_s(self) -> float:
@@ -98,15 +101,14 @@ def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: f
     """The pull request description: summary, commits, cost, and the issue it closes."""
     origin = (
         f"Requested from {task.source.value.title()}"
-        if task.source in (TaskSource.TELEGRAM, TaskSource.SLACK)
+        if task.source.from_chat
         else f"Requested by @{task.requester}"
     )
-    listed = "\n".join(f"- {c}" for c in commits[:100])
     lines = [
-        outcome.summary.strip()[:20_000] or "(the agent gave no summary)",
+        quoted(outcome.summary.strip()[:20_000]) or "(the agent gave no summary)",
         "",
         "### Commits",
-        listed,
+        fenced("\n".join(commits[:100])),
         "",
         f"{origin}. MissionControl task #{task.id}, attempt {task.attempt}; "
         f"cost ${task.cost_usd + outcome.cost_usd:.2f}; agent time {duration_s:.0f} s.",
@@ -168,8 +170,8 @@ class TaskRunner:
 
     async def start(self) -> None:
         """Return this node's crash orphans and expired leases to the queue, then claim."""
-        for task in await self.store.requeue_expired(self.clock.now(), self.config.node):
-            log.warning("task %s was running when its worker stopped; queued again", task.id)
+        now, node = self.clock.now(), self.config.node
+        await self._expired(await self.store.requeue_expired(now, node, self.config.max_attempts))
         self._swept_at = time.monotonic()
         self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
 
@@ -203,11 +205,24 @@ class TaskRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
 
+    async def _expired(self, tasks: list[Task]) -> None:
+        """Tasks whose worker died: queued again, or failed after MC_MAX_ATTEMPTS such deaths.
+
+        What their attempts spent was booked by the metering proxy as it was spent.
+        """
+        for task in tasks:
+            if task.state is TaskState.QUEUED:
+                log.warning("task %s: its worker stopped or lost its lease; queued again", task.id)
+            else:
+                log.error("task %s failed: %s", task.id, task.failure_reason)
+                done = await self.store.get_task(task.id) or task
+                await self._report_end(done, done.cost_usd)
+
     async def sweep(self) -> None:
         """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
         self._swept_at = time.monotonic()
-        for task in await self.store.requeue_expired(self.clock.now()):
-            log.warning("task %s: its worker's lease expired; queued again", task.id)
+        now = self.clock.now()
+        await self._expired(await self.store.requeue_expired(now, None, self.config.max_attempts))
 
     async def fill(self) -> None:
         """Start queued tasks until the concurrency limit or the budget says stop."""
@@ -220,6 +235,9 @@ class TaskRunner:
                 self.config.node,
                 self.config.lease_s,
             )
+            for refused in claim.refused:
+                log.warning("task %s failed at claim: %s", refused.id, refused.failure_reason)
+                await self._report_end(refused)
             if claim.task is None:
                 waiting = claim.waiting_for_budget
                 if waiting is not None and waiting.id not in self._waiting_announced:
@@ -245,7 +263,7 @@ class TaskRunner:
             try:
                 result = await self._attempt(task, run, cost_box)
             except LeaseLost:
-                result = _Result(TaskState.FAILED, "another worker took the task over")
+                result = _Result(TaskState.FAILED, "this worker lost its lease on the task")
             except Exception as exc:
                 log.exception("task %s failed inside ghapp", task.id)
                 result = _Result(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
@@ -260,19 +278,34 @@ class TaskRunner:
         """Renew the lease and notice a cancel (asked on any node); a lost lease stops the agent.
 
         Runs for the whole attempt, publishing included, so a slow push keeps the task.
+        A worker that cannot renew fences itself: it stops the agent a beat or two before
+        the lease it last renewed runs out, as another node may then take the task over.
         """
         renewed = time.monotonic()
+        beat, lease_s = self.config.heartbeat_s, self.config.lease_s
         while True:
-            await asyncio.sleep(self.config.heartbeat_s)
-            try:
-                if time.monotonic() - renewed >= self.config.renew_s:
-                    now = self.clock.now()
-                    current = await self.store.renew(
-                        run.task.id, run.lease, now, self.config.lease_s
+            await asyncio.sleep(beat)
+            left = renewed + lease_s - 2 * beat - time.monotonic()  # the next beat may be late
+            if left <= 0:
+                if not run.lost:
+                    log.error(
+                        "task %s: lease not renewed for %.0f s; stopping its agent before "
+                        "another node may take it over",
+                        run.task.id,
+                        time.monotonic() - renewed,
                     )
-                    renewed = time.monotonic()
-                else:
-                    current = await self.store.get_task(run.task.id)
+                run.lost = True
+                run.stop.set()
+                continue
+            try:
+                async with asyncio.timeout(left):
+                    if time.monotonic() - renewed >= self.config.renew_s:
+                        asked = time.monotonic()
+                        now = self.clock.now()
+                        current = await self.store.renew(run.task.id, run.lease, now, lease_s)
+                        renewed = asked
+                    else:
+                        current = await self.store.get_task(run.task.id)
             except Exception:
                 log.exception("task %s: could not reach the store to keep its lease", run.task.id)
                 continue
@@ -299,6 +332,9 @@ class TaskRunner:
 
     async def _attempt(self, task: Task, run: _Run, cost_box: list[float]) -> _Result:
         """Prepare, run the agent, then let git decide what happened."""
+        refusal = await requester_refusal(self.forge, task)
+        if refusal is not None:
+            return _Result(TaskState.FAILED, refusal)
         log_path = self.config.log_dir / f"task-{task.id}-attempt-{task.attempt}.log"
         convo = await self.context.read(task)  # the conversation up to the trigger
         task = await self.store.update(
@@ -449,24 +485,28 @@ class TaskRunner:
         except Exception:
             log.exception("could not record the end of task %s", task.id)
             return
+        await self._report_end(done, cost, result.notes)
+
+    async def _report_end(self, done: Task, cost: float = 0.0, notes: str = "") -> None:
+        """Tell the issue and the operator how a task ended, then check the day's budget."""
         tail = ""
-        if result.state is TaskState.FAILED and done.log_path and self.logs is not None:
+        if done.state is TaskState.FAILED and done.log_path and self.logs is not None:
             with contextlib.suppress(Exception):
                 tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
-        await self._track(done, log_tail=tail, notes=result.notes)
-        if result.state is TaskState.SUCCEEDED:
+        await self._track(done, log_tail=tail, notes=notes)
+        if done.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")
             await self.reporter.notify(
                 "pr_opened", f"Task #{done.id}: pull request {done.pr_url} (cost ${cost:.2f})", done
             )
-        elif result.state is TaskState.FAILED:
+        elif done.state is TaskState.FAILED:
             await self.reporter.react(done, "confused")
             await self.reporter.notify(
-                "failed", f"Task #{done.id} failed: {result.reason} (cost ${cost:.2f})", done
+                "failed", f"Task #{done.id} failed: {done.failure_reason} (cost ${cost:.2f})", done
             )
         else:
             await self.reporter.notify(
-                "cancelled", f"Task #{done.id} cancelled: {result.reason}", done
+                "cancelled", f"Task #{done.id} cancelled: {done.failure_reason}", done
             )
         await self._budget_alert()
 

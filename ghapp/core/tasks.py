@@ -10,6 +10,7 @@ from typing import Protocol
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import Clock, Forge, TaskStore
+from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,26 @@ class Trigger:
     review_line: int | None = None
     delivery_id: str | None = None
     triggered_at: datetime | None = None  # the comment's or label's time, from the payload
+
+
+async def requester_refusal(forge: Forge | None, task: Task) -> str | None:
+    """Why the person who asked for a GitHub task may no longer spend on it, asked afresh.
+
+    None when they still may write (or the task came from the operator's chat).
+    """
+    if task.source.from_chat:
+        return None
+    role = (
+        "none"
+        if forge is None
+        else await forge.permission(task.installation_id, task.repo, task.requester, fresh=True)
+    )
+    if role in WRITERS:
+        return None
+    return (
+        f"{task.requester}, who asked for this task, no longer has write access to "
+        f"{task.repo} (their role is now {role}); nothing was spent"
+    )
 
 
 class RunnerControl(Protocol):
@@ -85,9 +106,8 @@ class TaskService:
         if trig.sender_is_bot:
             return "ignored: bot"
         if trig.command is None:
-            text = (
-                f"{trig.error}\n\n{help_text(self.limits.prefix, self.limits.task_budget_max_usd)}"
-            )
+            help_ = help_text(self.limits.prefix, self.limits.task_budget_max_usd)
+            text = f"{inert(trig.error or '')}\n\n{help_}"
             await self.reporter.reply(trig.installation_id, trig.repo, trig.number, text)
             return "bad command"
         if isinstance(trig.command, SimpleCommand) and not trig.command.changes_state:
@@ -97,7 +117,7 @@ class TaskService:
                 trig.installation_id,
                 trig.repo,
                 trig.number,
-                f"@{trig.sender} only people with write access to {trig.repo} can ask "
+                f"{trig.sender}: only people with write access to {trig.repo} can ask "
                 "MissionControl to work or change its tasks.",
             )
             return "refused"
@@ -111,9 +131,13 @@ class TaskService:
             await self.cancel(task.id, f"cancelled by @{trig.sender}")
             return "cancelled"
         task = await self.store.latest_task_for(trig.repo, trig.number)
-        if task is None or await self.retry(task.id) is None:
+        again = None if task is None else await self.retry(task.id)
+        if again is None:
             await self._say(trig, "There is no failed or cancelled task here to retry.")
             return "nothing to retry"
+        if again.state is not TaskState.QUEUED:
+            await self._say(trig, f"Task #{again.id} was not run again: {again.failure_reason}.")
+            return "refused retry"
         return "retried"
 
     async def _say(self, trig: Trigger, text: str) -> None:
@@ -174,6 +198,28 @@ class TaskService:
         task = await self.submit(new)
         return "queued" if task is not None else "ignored: already active"
 
+    async def issue_closed(self, repo: str, installation_id: int, number: int, closer: str) -> str:
+        """Closing stops the issue's task only when the closer may write or asked for it.
+
+        Anyone else (an issue's author may close it) cannot stop what a maintainer started:
+        the task goes on and its tracking comment says why.
+        """
+        task = await self.store.active_task_for(repo, number)
+        if task is None:
+            return "nothing active"
+        if closer.lower() == task.requester.lower() or await self.may_write(
+            installation_id, repo, closer
+        ):
+            await self.cancel(task.id, f"the issue was closed by {closer}")
+            return "cancelled"
+        note = (
+            f"{closer} closed the issue but may not stop this task (only the requester or "
+            "someone with write access can), so it goes on"
+        )
+        noted = await self.store.update(task.id, note=note)
+        await self.reporter.track(noted, position=await self.store.queue_position(task.id))
+        return "kept"
+
     async def submit(self, new: NewTask) -> Task | None:
         """Queue a task and announce it; None when its issue already has an active task."""
         task = await self.store.create_task(new, self.clock.now())
@@ -207,7 +253,20 @@ class TaskService:
         return task
 
     async def retry(self, task_id: int) -> Task | None:
-        """Re-queue a failed or cancelled task as its next attempt."""
+        """Re-queue a failed or cancelled task as its next attempt.
+
+        The requester's permission is asked afresh first: if they lost write access the
+        task stays where it is with that reason (returned, not queued). None when there
+        is nothing to retry.
+        """
+        old = await self.store.get_task(task_id)
+        if old is None or old.state not in (TaskState.FAILED, TaskState.CANCELLED):
+            return None
+        refusal = await requester_refusal(self.forge, old)
+        if refusal is not None:
+            refused = await self.store.update(task_id, failure_reason=refusal)
+            await self.reporter.track(refused)
+            return refused
         task = await self.store.retry(task_id, self.clock.now())
         if task is None:
             return None

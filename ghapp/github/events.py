@@ -209,6 +209,14 @@ def issue_ref(payload: Payload) -> tuple[str, int] | None:
     return (repo, number) if repo and number is not None else None
 
 
+def closed_by(payload: Payload) -> tuple[str, int, int, str] | None:
+    """issues.closed as (repo, installation id, issue number, login of who closed it)."""
+    base = _base(payload, _dict(payload.get("issue")).get("number"))
+    if base is None:
+        return None
+    return base["repo"], base["installation_id"], base["number"], base["sender"]
+
+
 def pr_fate(payload: Payload) -> tuple[str, int, str] | None:
     """pull_request.closed as (repo, number, 'merged' | 'closed')."""
     if payload.get("action") != "closed":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,11 +15,14 @@ from gidgethub import BadRequest
 
 from ghapp.core.model import GhappError, IssueText, PullRequest, Remark, Repository, Thread
 from ghapp.core.ports import InstallationAccess
+from ghapp.core.publish import Scrubber
 from ghapp.github.auth import AppAuth, GitHubClient
 
 log = logging.getLogger(__name__)
 
 MAX_COMMENT_CHARS = 65536
+COMMENT_PAGE = 100
+MAX_COMMENT_PAGES = 50  # an issue with more comments than this gets a new tracking comment
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
 PER_PAGE = 100
 MAX_PAGES = 3  # per conversation: the first (to learn the last), then the newest
@@ -132,8 +136,10 @@ class GitHubForge:
         client: GitHubClient | None = None,
         write_interval_s: float = 1.0,
         permission_ttl_s: float = 300.0,
+        secrets: Iterable[str] = (),
     ) -> None:
         self._auth = auth
+        self._scrub = Scrubber(secrets)
         self._gh = client or auth.gh
         self.write_interval_s = write_interval_s
         self._write_lock = asyncio.Lock()
@@ -169,6 +175,7 @@ class GitHubForge:
             return await self._gh.getitem(url, url_vars, oauth_token=token)
         if method == "PAGE":  # a GET that also returns the Link header's page numbers
             return await self._gh.getpage(url, url_vars, oauth_token=token)
+        data = self._scrubbed(data)
         async with self._write_lock:  # GitHub asks for serial writes spaced >= 1 s
             wait = self._last_write + self.write_interval_s - time.monotonic()
             if wait > 0:
@@ -180,16 +187,29 @@ class GitHubForge:
             finally:
                 self._last_write = time.monotonic()
 
+    def _scrubbed(self, data: Any) -> Any:
+        """What ghapp writes to GitHub, with secrets and token shapes removed from its text."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: self._scrub(value)
+            if key in ("body", "title") and isinstance(value, str)
+            else value
+            for key, value in data.items()
+        }
+
     async def token(self, installation_id: int, refused: str | None = None) -> str:
         """A valid installation token, for git calls only; a refused one is replaced."""
         if refused is not None:
             self._auth.invalidate(installation_id, refused)
         return await self._auth.installation_token(installation_id)
 
-    async def permission(self, installation_id: int, repo: str, user: str) -> str:
-        """admin, maintain, write, triage, read or none; cached for a few minutes."""
+    async def permission(
+        self, installation_id: int, repo: str, user: str, *, fresh: bool = False
+    ) -> str:
+        """admin, maintain, write, triage, read or none; cached for a few minutes unless fresh."""
         key = (installation_id, repo.lower(), user.lower())
-        cached = self._permissions.get(key)
+        cached = None if fresh else self._permissions.get(key)
         if cached is not None:
             return cached
         url = "/repos/{owner}/{name}/collaborators/{user}/permission"
@@ -269,6 +289,28 @@ class GitHubForge:
             _repo_vars(repo, number=comment_id),
             {"body": trim_body(body)},
         )
+
+    async def find_comment(
+        self, installation_id: int, repo: str, number: int, marker: str, since: datetime
+    ) -> int | None:
+        """The first comment by a GitHub App (ghapp) on the issue that holds `marker`.
+
+        Only comments updated since `since` (the task's creation) are listed: a page or so.
+        """
+        url = "/repos/{owner}/{name}/issues/{number}/comments{?per_page,page,since}"
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for page in range(1, MAX_COMMENT_PAGES + 1):
+            url_vars = _repo_vars(
+                repo, number=number, per_page=COMMENT_PAGE, page=page, since=stamp
+            )
+            items = await self._call(installation_id, "GET", url, url_vars)
+            for item in items:
+                user = item.get("user") or {}
+                if user.get("type") == "Bot" and marker in str(item.get("body") or ""):
+                    return int(item["id"])
+            if len(items) < COMMENT_PAGE:
+                break
+        return None
 
     async def react(
         self,

@@ -86,7 +86,9 @@ async def on_unlabeled(event: sansio.Event, ctx: Context) -> None:
 
 @lifecycle.register("issues", action="closed")
 async def on_issue_closed(event: sansio.Event, ctx: Context) -> None:
-    await _cancel_issue_task(event, ctx, "the issue was closed")
+    closed = events.closed_by(event.data)
+    if closed is not None:
+        log.info("%s#%s closed: %s", closed[0], closed[2], await ctx.service.issue_closed(*closed))
 
 
 @lifecycle.register("pull_request", action="closed")

@@ -268,6 +268,8 @@ class Console:
             active = await self.store.active_task_for(task.repo, task.issue_number)
             other = f" while task #{active.id} is active on the same issue" if active else " now"
             raise GhappError(f"Task #{task.id} cannot be retried{other}.")
+        if done.state is not TaskState.QUEUED:
+            raise GhappError(f"Task #{task.id} was not run again: {done.failure_reason}.")
         position = await self.store.queue_position(done.id)
         where = f", position {position} in the queue" if position else ""
         return f"Task #{done.id} queued again as attempt {done.attempt}{where}."

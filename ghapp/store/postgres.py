@@ -16,6 +16,7 @@ import asyncpg
 
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
     TASK_FIELDS,
     BudgetView,
@@ -30,7 +31,7 @@ from ghapp.core.model import (
     utcnow,
 )
 from ghapp.store import pg_schema as sql
-from ghapp.store import rows
+from ghapp.store import rows, rules
 from ghapp.store.pg_base import PgBase, pg_value, task_from_record
 from ghapp.store.rules import (
     ORPHAN_CANCELLED,
@@ -40,6 +41,7 @@ from ghapp.store.rules import (
     check_finish,
     fits,
     holds,
+    never_fits,
     top_up,
 )
 
@@ -159,20 +161,27 @@ class PostgresTaskStore(PgBase):
         lease_s: float = DEFAULT_LEASE_S,
     ) -> Claim:
         """Start the oldest eligible task if its cap fits today's budget; else say who waits."""
+        refused: list[Task] = []
         async with self._tx() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.CLAIM_LOCK)
-            row = await conn.fetchrow(sql.NEXT_QUEUED)
-            if row is None:
-                return Claim(None)
-            task = task_from_record(row)
+            while True:
+                row = await conn.fetchrow(sql.NEXT_QUEUED)
+                if row is None:
+                    return Claim(None, refused=tuple(refused))
+                task = task_from_record(row)
+                if not never_fits(task.budget_usd, daily_budget_usd):
+                    break
+                failed = rules.refused(task, daily_budget_usd, now)
+                refused.append(await self._set(conn, task.id, failed))
             committed = float(await conn.fetchval(sql.COMMITTED_TODAY, utc_day(now)))
             if fits(committed, task.budget_usd, daily_budget_usd):
-                return Claim(await self._set(conn, task.id, rows.started(task, now, node, lease_s)))
+                started = await self._set(conn, task.id, rows.started(task, now, node, lease_s))
+                return Claim(started, refused=tuple(refused))
             if task.wait_reason != WAITING_FOR_BUDGET:
                 task = await self._set(
                     conn, task.id, {"wait_reason": WAITING_FOR_BUDGET, "updated_at": now}
                 )
-            return Claim(None, waiting_for_budget=task)
+            return Claim(None, waiting_for_budget=task, refused=tuple(refused))
 
     async def renew(self, task_id: int, lease: Lease, now: datetime, lease_s: float) -> Task | None:
         """Extend a held lease to now + lease_s; None when the lease is no longer held."""
@@ -306,23 +315,25 @@ class PostgresTaskStore(PgBase):
             )
         return added
 
-    async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
+    async def requeue_expired(
+        self, now: datetime, node: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.
 
         An orphan whose cancel was already asked for ends cancelled instead: a restart must
-        not revive work somebody stopped.
+        not revive work somebody stopped. The max_attempts-th dead attempt fails the task.
         """
         async with self._tx() as conn:
             found = await conn.fetch(sql.EXPIRED, pg_value(now), node)
-            requeued = []
+            changed = []
             for t in (task_from_record(r) for r in found):
                 if t.cancel_requested:
                     await self._set(conn, t.id, rows.cancelled(now, ORPHAN_CANCELLED))
                 else:
-                    requeued.append(await self._set(conn, t.id, rows.requeued(t.attempt + 1, now)))
-            if requeued:
+                    changed.append(await self._set(conn, t.id, rules.expired(t, now, max_attempts)))
+            if any(t.state is TaskState.QUEUED for t in changed):
                 await self._announce(conn, sql.QUEUE_CHANNEL)
-            return requeued
+            return changed
 
     async def budget(self, day: date, daily_budget_usd: float) -> BudgetView:
         """The day's spend from the ledger plus what running tasks hold in reserve."""

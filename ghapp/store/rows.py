@@ -138,10 +138,11 @@ def cancelled(now: datetime, reason: str) -> dict[str, object]:
 
 
 def requeued(attempt: int, now: datetime) -> dict[str, object]:
-    """What putting a task back in the queue as a new attempt writes."""
+    """What putting a task back in the queue as a new attempt writes (a fresh crash count)."""
     return {
         "state": TaskState.QUEUED,
         "attempt": attempt,
+        "crashes": 0,
         "failure_reason": None,
         "wait_reason": None,
         "started_at": None,

@@ -178,6 +178,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 5: attempts lost with their worker (MC_MAX_ATTEMPTS), and a note for the tracking comment.
+    (
+        "ALTER TABLE tasks ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN note TEXT",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,6 +14,7 @@ import aiosqlite
 
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
+    DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
     BudgetView,
     Claim,
@@ -28,7 +29,7 @@ from ghapp.core.model import (
     utc_day,
     utcnow,
 )
-from ghapp.store import rows
+from ghapp.store import rows, rules
 from ghapp.store import schema as sql
 from ghapp.store.rows import Params, SqlValue, all_rows, one_row, sum_of
 from ghapp.store.rules import (
@@ -39,6 +40,7 @@ from ghapp.store.rules import (
     check_finish,
     fits,
     holds,
+    never_fits,
     top_up,
 )
 
@@ -345,23 +347,30 @@ class SqliteTaskStore:
     ) -> Claim:
         """Start the oldest eligible task if its cap fits today's budget; else say who waits."""
         day = utc_day(now).isoformat()
+        refused: list[Task] = []
         async with self._write() as db:
-            row = await one_row(db, sql.NEXT_QUEUED)
-            if row is None:
-                return Claim(None)
-            task = rows.task_from_row(row)
+            while True:
+                row = await one_row(db, sql.NEXT_QUEUED)
+                if row is None:
+                    return Claim(None, refused=tuple(refused))
+                task = rows.task_from_row(row)
+                if not never_fits(task.budget_usd, daily_budget_usd):
+                    break
+                refused.append(
+                    await self._set(db, task.id, rules.refused(task, daily_budget_usd, now))
+                )
             spent = await sum_of(db, "SELECT SUM(cost_usd) FROM ledger WHERE day = ?", (day,))
             reserved = await sum_of(
                 db, "SELECT SUM(reserved_usd) FROM tasks WHERE state = 'running'"
             )
             if fits(spent + reserved, task.budget_usd, daily_budget_usd):
                 started = rows.started(task, now, node, lease_s)
-                return Claim(await self._set(db, task.id, started))
+                return Claim(await self._set(db, task.id, started), refused=tuple(refused))
             if task.wait_reason != WAITING_FOR_BUDGET:
                 task = await self._set(
                     db, task.id, {"wait_reason": WAITING_FOR_BUDGET, "updated_at": now}
                 )
-            return Claim(None, waiting_for_budget=task)
+            return Claim(None, waiting_for_budget=task, refused=tuple(refused))
 
     async def renew(self, task_id: int, lease: Lease, now: datetime, lease_s: float) -> Task | None:
         """Extend a held lease to now + lease_s; None when the lease is no longer held."""
@@ -477,22 +486,24 @@ class SqliteTaskStore:
             )
         return added
 
-    async def requeue_expired(self, now: datetime, node: str | None = None) -> list[Task]:
+    async def requeue_expired(
+        self, now: datetime, node: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> list[Task]:
         """Return running tasks whose lease expired, or that `node` held, to the queue.
 
         An orphan whose cancel was already asked for ends cancelled instead: a restart must
-        not revive work somebody stopped.
+        not revive work somebody stopped. The max_attempts-th dead attempt fails the task.
         """
         async with self._write() as db:
             query = f"SELECT * FROM tasks WHERE {sql.EXPIRED} ORDER BY id"
             found = await all_rows(db, query, (rows.dt_to_db(now), node))
-            requeued = []
+            changed = []
             for t in (rows.task_from_row(row) for row in found):
                 if t.cancel_requested:
                     await self._set(db, t.id, rows.cancelled(now, ORPHAN_CANCELLED))
                 else:
-                    requeued.append(await self._set(db, t.id, rows.requeued(t.attempt + 1, now)))
-            return requeued
+                    changed.append(await self._set(db, t.id, rules.expired(t, now, max_attempts)))
+            return changed
 
     async def budget(self, day: date, daily_budget_usd: float) -> BudgetView:
         """The day's spend from the ledger plus what running tasks hold in reserve."""

@@ -23,9 +23,10 @@ from telegram.ext import (
 )
 
 from ghapp.core.ports import LogReader, Notice, RepoAdmin
+from ghapp.core.publish import Scrubber, inert
 from ghapp.core.tasks import TaskService
 from ghapp.messaging.console import DESCRIPTIONS, TELEGRAM, Console
-from ghapp.messaging.text import render_notice
+from ghapp.messaging.text import render_notice, trim
 from ghapp.telegram.outbox import Outbox, OutboxConfig
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ class TelegramBot:
         config: BotConfig | None = None,
         polling: bool = True,
         repos: RepoAdmin | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.config = config or BotConfig()
+        self._scrub = Scrubber(secrets)
         self._polling = polling  # False: send only, until an election makes this process poll
         self._ready = False
         self._poll_lock = asyncio.Lock()
@@ -212,10 +215,10 @@ class TelegramBot:
         log.warning("Telegram polling failed: %s", exc.message)
 
     async def _send(self, chat_id: int, text: str) -> None:
-        """One plain-text message; PR links without previews keep the chat compact."""
+        """One plain-text message, inert and scrubbed; no link previews keep the chat compact."""
         await self.app.bot.send_message(
             chat_id=chat_id,
-            text=text,
+            text=trim(self._scrub(inert(text))),
             link_preview_options=LinkPreviewOptions(is_disabled=True),
         )
 

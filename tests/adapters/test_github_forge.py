@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import DEVNULL
 
@@ -45,10 +47,16 @@ def make_forge(
     *,
     write_interval_s: float = 0,
     permission_ttl_s: float = 300,
+    secrets: tuple[str, ...] = (),
 ) -> GitHubForge:
     client = GitHubClient(session, base_url=fake.base_url, max_retries=3)
     auth = AppAuth(session, fake.app_id, fake.private_key_pem, fake.base_url, client=client)
-    return GitHubForge(auth, write_interval_s=write_interval_s, permission_ttl_s=permission_ttl_s)
+    return GitHubForge(
+        auth,
+        write_interval_s=write_interval_s,
+        permission_ttl_s=permission_ttl_s,
+        secrets=secrets,
+    )
 
 
 @pytest.fixture
@@ -103,6 +111,18 @@ async def test_permission_is_cached_for_a_while(
     assert len(fake.requests_to(path)) == 2
 
 
+async def test_a_fresh_permission_check_skips_the_cache(
+    fake: FakeGitHub, session: aiohttp.ClientSession
+) -> None:
+    forge = make_forge(fake, session)
+    fake.set_permission(REPO, "bob", "write")
+    assert await forge.permission(IID, REPO, "bob") == "write"
+    fake.set_permission(REPO, "bob", "none")  # removed while the answer is cached
+    assert await forge.permission(IID, REPO, "bob") == "write"
+    assert await forge.permission(IID, REPO, "bob", fresh=True) == "none"
+    assert await forge.permission(IID, REPO, "bob") == "none"  # and the cache learns it
+
+
 async def test_comment_create_and_edit(forge: GitHubForge, fake: FakeGitHub) -> None:
     issue = fake.add_issue(REPO, "Bug")
     cid = await forge.comment(IID, REPO, issue, "Working on it")
@@ -110,6 +130,43 @@ async def test_comment_create_and_edit(forge: GitHubForge, fake: FakeGitHub) -> 
     assert fake.comments[cid].user == fake.bot_login
     await forge.edit_comment(IID, REPO, cid, "Done")
     assert fake.comments[cid].body == "Done"
+
+
+async def test_find_comment_finds_only_the_apps_own_marked_comment(
+    forge: GitHubForge, fake: FakeGitHub
+) -> None:
+    issue = fake.add_issue(REPO, "Bug")
+    marker = "<!-- ghapp:task 7 20261127T120000 -->"
+    created = datetime.now(UTC) - timedelta(minutes=5)
+    old = created - timedelta(days=1)
+    for n in range(300):  # before the task: never listed
+        fake.add_comment(REPO, issue, f"old chatter {n}", at=old)
+    assert await forge.find_comment(IID, REPO, issue, marker, created) is None
+    fake.add_comment(REPO, issue, f"copied {marker}", user="mallory")  # not ours: ignored
+    for n in range(130):  # the app's comment is on the second page of the recent ones
+        fake.add_comment(REPO, issue, f"chatter {n}")
+    ours = await forge.comment(IID, REPO, issue, f"tracking {marker}")
+    before = len(fake.requests_to(f"/repos/{REPO}/issues/{issue}/comments", "GET"))
+    assert await forge.find_comment(IID, REPO, issue, marker, created) == ours
+    after = len(fake.requests_to(f"/repos/{REPO}/issues/{issue}/comments", "GET"))
+    assert after - before == 2  # the 300 older comments cost nothing
+    assert await forge.find_comment(IID, REPO, issue, "<!-- ghapp:task 8 x -->", created) is None
+
+
+async def test_secrets_never_reach_github(fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
+    secret = "whsec-0123456789"
+    forge = make_forge(fake, session, secrets=(secret,))
+    issue = fake.add_issue(REPO, "Bug")
+    leak = f"the agent printed {secret}, sk-ant-api03-abcdefghijkl, ghs_abcdefghijklmnop"
+    cid = await forge.comment(IID, REPO, issue, leak)
+    await forge.edit_comment(IID, REPO, cid, f"again {leak}")
+    assert fake.comments[cid].body == "again the agent printed " + ", ".join(["[redacted]"] * 3)
+    pr = await forge.open_pr(IID, REPO, head="mc/1-x", base="main", title=secret, body=leak)
+    opened = fake.pulls[(REPO, pr.number)]
+    assert opened.title == "[redacted]" and secret not in opened.body
+    await forge.update_pr(IID, REPO, pr.number, body=f"later {leak}")
+    published = [opened.title, opened.body, *(c.body for c in fake.comments.values())]
+    assert not [text for text in published if secret in text or re.search("sk-ant-|ghs_", text)]
 
 
 async def test_long_comment_is_trimmed_not_refused(forge: GitHubForge, fake: FakeGitHub) -> None:

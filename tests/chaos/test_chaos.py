@@ -162,6 +162,10 @@ async def chaos(chaos_seed: int | None, tmp_path: Path) -> AsyncIterator[Chaos]:
         MC_SOFT_TIMEOUT_S="120",
         MC_KILL_AFTER_S="5",
         MC_GRACE_S="60",
+        # The suite kills ghapp itself, round after round: a task running through several
+        # kills is the point here, not a task that keeps killing its worker (that stops at
+        # MC_MAX_ATTEMPTS, tests/unit/test_runner_guards.py).
+        MC_MAX_ATTEMPTS="1000",
     )
     ghapp = GhappProcess(env, stack.root, stack.root / "ghapp.log")
     world = Chaos(stack, api, ghapp, random.Random(seed), seed)

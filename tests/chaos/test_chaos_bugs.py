@@ -1,6 +1,7 @@
-"""Known ghapp bugs the chaos suite found, each proved by a test marked xfail(strict=True).
+"""Bugs the chaos suite found, kept as regression tests now that both are fixed.
 
-When a bug is fixed its test XPASSes, which fails the run: then delete the marker.
+A bug still open gets a test marked xfail(strict=True): fixing it makes the test XPASS,
+which fails the run, and then the marker goes.
 
 BUG 1 — more than one tracking comment per task. README promises "one tracking comment,
 edited as the task moves". The comment id is stored only by TaskService.submit
@@ -10,7 +11,9 @@ task.tracking_comment_id is None and returns its id, but they drop the returned 
 if the first comment is lost (a 5xx, a rate limit, a network error) or ghapp is killed
 between GitHub creating the comment and store.update(tracking_comment_id=...) (the
 chaos kill point "queued_comment"), every later report POSTs yet another comment: one
-at the start of each attempt, one per progress tick, one at the end.
+at the start of each attempt, one per progress tick, one at the end. Fixed: the runner
+keeps the id it gets, and Reporter.track looks for the task's hidden marker on the issue
+before it creates a comment.
 
 BUG 2 (fixed) — a killed attempt's spend was never booked, then booked from the
 agent's own log (which the agent can forge). Now ghapp's metering proxy books each model
@@ -46,11 +49,6 @@ BUG_2 = (
     "to the queue "
     "without booking what its killed attempt spent, so the ledger and the daily cap miss it"
 )
-BUG_1 = (
-    "BUG 1: TaskRunner drops the comment id Reporter.track() returns (ghapp/core/runner.py "
-    "_attempt/_progress/_finish), so a task whose first tracking comment was lost or not "
-    "recorded gets a new comment at every report"
-)
 
 
 @dataclass
@@ -69,7 +67,7 @@ class FlakyForge(MemoryForge):
 async def test_one_tracking_comment_after_the_first_one_failed(tmp_path: Path) -> None:
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
     await store.migrate()
-    forge, clock = FlakyForge(), FakeClock()
+    forge, clock = FlakyForge({"alice": "write"}), FakeClock()
     vcs = MemoryVcs(tmp_path / "work")
     reporter = Reporter(forge, RecordingMessenger(), "/mc")
     service = TaskService(store, forge, reporter, clock, Limits(10, 5, 10))
@@ -173,7 +171,6 @@ async def live() -> AsyncIterator[Live]:
 
 @pytest.mark.cli
 @pytest.mark.sandbox
-@pytest.mark.xfail(strict=True, reason=BUG_1)
 async def test_one_tracking_comment_after_a_kill_right_after_it_was_created(live: Live) -> None:
     # SIGKILL the moment GitHub created the first ("queued") tracking comment.
     trap = live.github.arm(

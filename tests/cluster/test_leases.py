@@ -51,7 +51,11 @@ class Cluster:
 
     async def node(self, name: str, **config: float) -> Node:
         store = await self.open_store()
-        forge, messenger, clock = MemoryForge(), RecordingMessenger(), SystemClock()
+        forge, messenger, clock = (
+            MemoryForge({"alice": "write"}),
+            RecordingMessenger(),
+            SystemClock(),
+        )
         vcs = MemoryVcs(self.root / name)
         worker = ScriptedWorker(vcs)
         reporter = Reporter(forge, messenger, "/mc")

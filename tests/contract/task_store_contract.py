@@ -364,6 +364,28 @@ class TaskStoreContract:
         claim = await store.claim_next(at(7), 10.0)  # 3 spent + 6 reserved + 1 fits exactly
         assert claim.task is not None and claim.task.id == small.id
 
+    async def test_a_cap_above_the_daily_budget_fails_and_no_longer_blocks(
+        self, store: TaskStore
+    ) -> None:
+        big = await queued(store, 1, budget=10.0)  # queued before the budget was lowered
+        also = await queued(store, 2, at(1), budget=8.0)
+        small = await queued(store, 3, at(2), budget=1.0)
+        claim = await store.claim_next(at(3), 5.0)
+        assert claim.task is not None and claim.task.id == small.id
+        assert [t.id for t in claim.refused] == [big.id, also.id]
+        for task, cap in ((big, "$10.00"), (also, "$8.00")):
+            failed = await store.get_task(task.id)
+            assert failed is not None and failed.state is TaskState.FAILED
+            assert failed.failure_reason is not None
+            assert cap in failed.failure_reason and "$5.00" in failed.failure_reason
+            assert failed.reserved_usd == 0.0 and failed.finished_at == at(3)
+            assert failed in claim.refused
+        assert (await store.budget(DAY1, 5.0)).spent_usd == 0.0  # nothing was booked
+        exactly = await queued(store, 4, at(4), budget=5.0)  # equal to the budget still waits
+        waiting = await store.claim_next(at(5), 5.0)
+        assert waiting.refused == () and waiting.waiting_for_budget is not None
+        assert waiting.waiting_for_budget.id == exactly.id
+
     async def test_waiting_task_starts_when_the_utc_day_turns(self, store: TaskStore) -> None:
         first = await started(store, 1, budget=8.0)
         await store.finish(first.id, TaskState.SUCCEEDED, at(10), 8.0)
@@ -585,6 +607,43 @@ class TaskStoreContract:
         claim = await store.claim_next(at(1), PLENTY, "n2", 10.0)
         assert claim.task is not None and claim.task.id == task.id
         assert (claim.task.attempt, claim.task.lease_owner) == (2, "n2")
+
+    async def test_a_task_whose_worker_keeps_dying_fails_at_max_attempts(
+        self, store: TaskStore
+    ) -> None:
+        task = await leased(store, 1, T0, "n1", budget=2.0, lease_s=10.0)
+        now = T0
+        for attempt in (2, 3):
+            now += timedelta(minutes=1)
+            [back] = await store.requeue_expired(now, max_attempts=3)
+            assert back.state is TaskState.QUEUED and back.attempt == attempt
+            assert back.crashes == attempt - 1
+            claim = await store.claim_next(now, PLENTY, "n1", 10.0)
+            assert claim.task is not None and claim.task.id == task.id
+        now += timedelta(minutes=1)
+        [dead] = await store.requeue_expired(now, max_attempts=3)
+        assert dead.id == task.id and dead.state is TaskState.FAILED and dead.attempt == 3
+        assert dead.failure_reason is not None
+        assert "3 times" in dead.failure_reason and "MC_MAX_ATTEMPTS=3" in dead.failure_reason
+        assert dead.reserved_usd == 0.0 and dead.lease_owner is None
+        assert await store.get_task(task.id) == dead
+        assert (await store.claim_next(now, PLENTY)).task is None
+        again = await store.retry(task.id, now)  # a person asking again starts a fresh count
+        assert again is not None and again.attempt == 4 and again.crashes == 0
+
+    async def test_a_finished_attempt_resets_nothing_but_a_retry_resets_the_crash_count(
+        self, store: TaskStore
+    ) -> None:
+        task = await leased(store, 1, T0, "n1", lease_s=10.0)
+        [back] = await store.requeue_expired(at(1), max_attempts=2)
+        assert back.crashes == 1
+        await store.claim_next(at(2), PLENTY, "n1", 10.0)
+        await store.finish(task.id, TaskState.FAILED, at(3), 0.0)
+        again = await store.retry(task.id, at(4))
+        assert again is not None and again.crashes == 0
+        await store.claim_next(at(5), PLENTY, "n1", 10.0)
+        [requeued] = await store.requeue_expired(at(6), max_attempts=2)
+        assert requeued.state is TaskState.QUEUED and requeued.crashes == 1
 
     async def test_giving_a_lease_up_lets_any_node_resume_the_task(self, store: TaskStore) -> None:
         task = await leased(store, 1, T0, "n1")

@@ -107,13 +107,19 @@ async def test_removing_the_label_mid_run_cancels_and_says_so(stack: Stack) -> N
 
 
 async def test_closing_the_issue_cancels_a_queued_task(stack: Stack) -> None:
-    app = await stack.start(worker=ScriptedWorker(block=True), daily_budget_usd=1)
-    await stack.deliver("issues", labeled())  # cap 5 > daily 1: it waits for budget
+    worker = ScriptedWorker(block=True)
+    app = await stack.start(worker=worker)
+    other = labeled()
+    other["issue"]["number"] = stack.github.add_issue(REPO, "Another bug")
+    await stack.deliver("issues", other, "other-issue")  # runs and keeps the only slot
+    await eventually(worker.started.is_set)
+    await stack.deliver("issues", labeled())
     await eventually(lambda: idle(stack))
-    [task] = await app.store.list_tasks()
-    assert task.state is TaskState.QUEUED
+    task = await app.store.active_task_for(REPO, 1)
+    assert task is not None and task.state is TaskState.QUEUED
     closed = payload("issues.closed", id=1)
     closed["repository"]["full_name"], closed["issue"]["number"] = REPO, 1
+    stack.github.set_permission(REPO, closed["sender"]["login"], "write")  # a maintainer
     await stack.deliver("issues", closed)
     await eventually(lambda: idle(stack))
     done = await app.store.get_task(task.id)

@@ -631,7 +631,11 @@ class FakeGitHub:
     async def _list_comments(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
         issue = self._issue(repo, request)
-        return self._paginated(request, self.comments_on(repo, issue.number))
+        found = self.comments_on(repo, issue.number)
+        if since := request.query.get("since"):  # GitHub: updated at or after this time
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            found = [c for c in found if (c.updated_at or c.created_at) >= moment]
+        return self._paginated(request, found)
 
     async def _list_review_comments(self, request: web.Request) -> web.Response:
         repo = self._repo(request)

@@ -45,7 +45,9 @@ class MemoryForge:
         self.tokens_issued += 1
         return f"ghs_memory{self.tokens_issued}"
 
-    async def permission(self, installation_id: int, repo: str, user: str) -> str:
+    async def permission(
+        self, installation_id: int, repo: str, user: str, *, fresh: bool = False
+    ) -> str:
         return self.permissions.get(user, "read")
 
     async def repository(self, installation_id: int, repo: str) -> Repository:
@@ -61,6 +63,16 @@ class MemoryForge:
         self, installation_id: int, repo: str, comment_id: int, body: str
     ) -> None:
         self.edits.append((comment_id, body))
+
+    async def find_comment(
+        self, installation_id: int, repo: str, number: int, marker: str, since: datetime
+    ) -> int | None:
+        for index, (on_repo, on_number, body) in enumerate(self.comments):
+            if (on_repo, on_number) == (repo, number) and marker in body:
+                edited = [text for cid, text in self.edits if cid == 1001 + index]
+                if marker in (edited[-1] if edited else body):
+                    return 1001 + index
+        return None
 
     async def react(
         self,

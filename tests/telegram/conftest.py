@@ -94,13 +94,16 @@ class Rig:
         return path
 
 
+SECRET = "tg-rig-secret-value"  # what the rig's bot knows as a secret of ghapp's
+
+
 async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = True) -> Rig:
     fake = FakeTelegram()
     await fake.start()
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
     await store.migrate()
     await store.upsert_installation(Installation(1, "octo", ("octo/app", "octo/lib")))
-    forge, clock = MemoryForge(), FakeClock()
+    forge, clock = MemoryForge({"alice": "write"}), FakeClock()
     vcs = MemoryVcs(tmp_path / "work")
     worker = ScriptedWorker(vcs)
     reporter = Reporter(forge, _Late(), "/mc")
@@ -112,6 +115,7 @@ async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = T
         AgentLogReader(),
         api_url=fake.base_url,
         config=config,
+        secrets=(SECRET,),
     )
     reporter.messenger = bot
     runner = TaskRunner(

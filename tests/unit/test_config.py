@@ -43,6 +43,7 @@ def test_webhook_secret_is_mandatory() -> None:
         ({"MC_TASK_BUDGET_USD": "20"}, "^MC_TASK_BUDGET_USD: must not exceed"),
         ({"MC_DAILY_BUDGET_USD": "8"}, "^MC_TASK_BUDGET_MAX_USD: must not exceed"),
         ({"MC_CONCURRENCY": "0"}, "^MC_CONCURRENCY: must be >= 1"),
+        ({"MC_MAX_ATTEMPTS": "0"}, "^MC_MAX_ATTEMPTS: must be >= 1"),
         ({"APP_ID": "abc"}, "^APP_ID: must be the numeric"),
         ({"APP_ID": "12"}, "^PRIVATE_KEY: required with APP_ID"),
         ({"APP_ID": "12", "PRIVATE_KEY": "nope"}, "^PRIVATE_KEY: must be a PEM"),
