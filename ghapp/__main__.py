@@ -23,6 +23,7 @@ from ghapp.cluster import Role
 from ghapp.config import POSTGRES_SCHEMES, ConfigError, Settings, environment, load_settings
 from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
+from ghapp.web import SERVER_OPTIONS
 
 
 async def run(settings: Settings, role: Role = Role.ALL) -> None:
@@ -35,7 +36,7 @@ async def run(settings: Settings, role: Role = Role.ALL) -> None:
         )
     app = build(settings, role=role)
     server = web_app(app) if role.serves_webhooks else health_app(app)
-    runner = web.AppRunner(server, access_log=None)
+    runner = web.AppRunner(server, access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

@@ -17,6 +17,9 @@ from ghapp.core.ports import TaskStore
 
 log = logging.getLogger(__name__)
 MAX_BODY = 25 * 1024 * 1024
+# For the AppRunner: the HTTP parser must not inflate (or refuse with 400) a compressed body
+# before the handler can answer 415; an unknown encoding would otherwise never reach it.
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ DEPS = web.AppKey("deps", WebDeps)
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     """sha256 HMAC of the raw body, compared in constant time; sha1 is not accepted."""
-    if not header or not header.startswith("sha256="):
-        return False
+    if not header or not header.isascii() or not header.startswith("sha256="):
+        return False  # compare_digest raises on non-ASCII text: that is a 401, not a 500
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header.removeprefix("sha256="))
 
@@ -54,6 +57,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _error(413, "payload larger than 25 MB")
     if request.content_type != "application/json":
         return _error(415, "content type must be application/json")
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        # GitHub never compresses; inflating unsigned bytes first would be a 1000:1 bomb.
+        return _error(415, "Content-Encoding must be identity (GitHub sends bodies uncompressed)")
     event = request.headers.get("X-GitHub-Event")
     delivery = request.headers.get("X-GitHub-Delivery")
     if not event or not delivery:
