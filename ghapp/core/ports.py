@@ -51,7 +51,10 @@ class TaskStore(Protocol):
     async def add_delivery(
         self, delivery_id: str, event: str, body: bytes, received_at: datetime
     ) -> bool:
-        """Store a delivery; False (and no change) when its id was stored before."""
+        """Store a delivery; False (and no change) when its id or its body was stored before.
+
+        Only the body is signed: a captured delivery replayed under a new id is a duplicate.
+        """
         ...
 
     async def pending_deliveries(self, limit: int = 100) -> list[Delivery]:

@@ -114,21 +114,25 @@ class PgBase:
     async def add_delivery(
         self, delivery_id: str, event: str, body: bytes, received_at: datetime
     ) -> bool:
-        """Store a delivery; False (and no change) when its id was stored before.
+        """Store a delivery; False (and no change) when its id or its body was stored before.
 
         Deliveries arriving together share one INSERT (group commit); each caller is
         answered once the commit holding its row is done.
         """
-        return await self._adds.submit((delivery_id, event, body, pg_value(received_at)))
+        digest = rows.body_sha256(body)
+        return await self._adds.submit((delivery_id, event, body, pg_value(received_at), digest))
 
     async def _insert_deliveries(self, batch: Sequence[tuple[Any, ...]]) -> list[bool]:
-        """One INSERT for a batch; True for the first occurrence of each id it stored."""
+        """One INSERT for a batch; True for the first occurrence of each id it stored.
+
+        A row whose id or body hash is taken (by the table or earlier in the batch) is skipped.
+        """
         columns = list(zip(*batch, strict=True))
         async with self._conn() as conn:
             found = await conn.fetch(
-                "INSERT INTO deliveries (id, event, body, received_at) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id",
+                "INSERT INTO deliveries (id, event, body, received_at, body_sha256) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
+                "$5::bytea[]) ON CONFLICT DO NOTHING RETURNING id",
                 *columns,
             )
         fresh = {row["id"] for row in found}

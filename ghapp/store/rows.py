@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -28,6 +29,13 @@ _DATETIMES = frozenset(
     {"created_at", "started_at", "finished_at", "updated_at", "lease_expires_at"}
 )
 NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
+
+
+def body_sha256(body: bytes) -> bytes:
+    """What a delivery is deduplicated on besides its id: GitHub signs only the body."""
+    return hashlib.sha256(body).digest()
+
+
 _BOOLS = frozenset({"is_pull_request", "cancel_requested"})
 
 Params = Iterable[SqlValue]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiosqlite
 
+from ghapp.store.rows import body_sha256
+
 BUSY_TIMEOUT_MS = 5000
 ACTIVE = "state IN ('queued', 'running')"
 PRAGMAS = (
@@ -160,6 +162,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
         "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
     ),
+    # 3: only the body is signed, so a replay under a new delivery id is caught by its hash.
+    # Rows stored before keep theirs too (the first of identical bodies wins the hash).
+    (
+        "ALTER TABLE deliveries ADD COLUMN body_sha256 BLOB",
+        """
+        UPDATE deliveries SET body_sha256 = sha256(body)
+        WHERE rowid IN (SELECT min(rowid) FROM deliveries GROUP BY sha256(body))
+        """,
+        "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -167,6 +179,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 async def apply_migrations(db: aiosqlite.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION inside the caller's write transaction."""
+    await db.create_function("sha256", 1, body_sha256, deterministic=True)
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = int(row[0]) if row is not None else 0

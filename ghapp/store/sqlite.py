@@ -181,10 +181,11 @@ class SqliteTaskStore:
     async def add_delivery(
         self, delivery_id: str, event: str, body: bytes, received_at: datetime
     ) -> bool:
-        """Store a delivery; False (and no change) when its id was stored before."""
+        """Store a delivery; False (and no change) when its id or its body was stored before."""
         changed = await self._grouped(
-            "INSERT OR IGNORE INTO deliveries (id, event, body, received_at) VALUES (?, ?, ?, ?)",
-            (delivery_id, event, body, rows.dt_to_db(received_at)),
+            "INSERT OR IGNORE INTO deliveries (id, event, body, received_at, body_sha256) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (delivery_id, event, body, rows.dt_to_db(received_at), rows.body_sha256(body)),
         )
         return changed == 1
 

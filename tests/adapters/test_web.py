@@ -192,3 +192,14 @@ async def test_non_ascii_signature_is_401(
     assert (await raw_request(client, head, body)).startswith(b"HTTP/1.1 401")
     assert await store.pending_deliveries() == []
     assert not signature_ok(SECRET, body, value)
+
+
+async def test_replay_under_a_new_delivery_id_is_a_duplicate(
+    client: TestClient, store: SqliteTaskStore
+) -> None:
+    body = json.dumps(payload("issues.labeled", id=1)).encode()
+    assert (await post(client, body, webhook_headers(SECRET, "issues", "d-5", body))).status == 202
+    resp = await post(client, body, webhook_headers(SECRET, "issues", "d-6", body))
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "duplicate"
+    assert [d.id for d in await store.pending_deliveries()] == ["d-5"]
