@@ -182,6 +182,7 @@ def build(
             log_reader,
             api_url=settings.telegram_api_url,
             polling=not isinstance(store, PostgresTaskStore),
+            user_ids=settings.telegram_user_ids,
         )
         if messenger is None:
             reporter.messenger = bot

@@ -50,6 +50,7 @@ def test_webhook_secret_is_mandatory() -> None:
         ({"WEBHOOK_PATH": "hooks"}, "^WEBHOOK_PATH: must start with '/'"),
         ({"GITHUB_API_URL": "ftp://x"}, "^GITHUB_API_URL"),
         ({"TELEGRAM_CHAT_IDS": "1,abc"}, "^TELEGRAM_CHAT_IDS"),
+        ({"TELEGRAM_USER_IDS": "7,@me"}, "^TELEGRAM_USER_IDS: must be comma-separated user"),
         ({"LOG_LEVEL": "loud"}, "^LOG_LEVEL"),
         ({"DATABASE_URL": "mysql://x"}, "^DATABASE_URL"),
     ],
@@ -97,3 +98,9 @@ def test_dotenv_is_read_and_real_environment_wins(
     assert (
         env["WEBHOOK_SECRET"] == "from-file" and env["PORT"] == "5000" and env["MC_MODEL"] == "opus"
     )
+
+
+def test_telegram_chat_and_user_ids() -> None:
+    settings = load_settings(base(TELEGRAM_CHAT_IDS="-1001, 5", TELEGRAM_USER_IDS=" 7,8 "))
+    assert settings.telegram_chat_ids == (-1001, 5) and settings.telegram_user_ids == (7, 8)
+    assert load_settings(base()).telegram_user_ids == ()
