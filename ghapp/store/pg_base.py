@@ -119,8 +119,7 @@ class PgBase:
         Deliveries arriving together share one INSERT (group commit); each caller is
         answered once the commit holding its row is done.
         """
-        digest = rows.body_sha256(body)
-        return await self._adds.submit((delivery_id, event, body, pg_value(received_at), digest))
+        return await self._adds.submit((delivery_id, event, body, pg_value(received_at)))
 
     async def _insert_deliveries(self, batch: Sequence[tuple[Any, ...]]) -> list[bool]:
         """One INSERT for a batch; True for the first occurrence of each id it stored.
@@ -131,8 +130,9 @@ class PgBase:
         async with self._conn() as conn:
             found = await conn.fetch(
                 "INSERT INTO deliveries (id, event, body, received_at, body_sha256) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[], "
-                "$5::bytea[]) ON CONFLICT DO NOTHING RETURNING id",
+                "SELECT id, event, body, received_at, sha256(body) "
+                "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) "
+                "AS d(id, event, body, received_at) ON CONFLICT DO NOTHING RETURNING id",
                 *columns,
             )
         fresh = {row["id"] for row in found}

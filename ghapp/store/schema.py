@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import aiosqlite
 
-from ghapp.store.rows import body_sha256
-
 BUSY_TIMEOUT_MS = 5000
 ACTIVE = "state IN ('queued', 'running')"
 PRAGMAS = (
@@ -178,8 +176,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 async def apply_migrations(db: aiosqlite.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION inside the caller's write transaction."""
-    await db.create_function("sha256", 1, body_sha256, deterministic=True)
+    """Bring the schema to SCHEMA_VERSION inside the caller's write transaction.
+
+    The connection has `sha256()` (see SqliteTaskStore.migrate).
+    """
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = int(row[0]) if row is not None else 0
