@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ghapp.config import ConfigError, Settings, load_settings
+from ghapp.retention import disk_usage, megabytes
 
 Check = tuple[str, bool, str]
 
@@ -78,12 +79,24 @@ def _sandbox(settings: Settings) -> Check:
     return ("sandbox user", True, f"{user} exists and cannot read {settings.data_dir}")
 
 
+def _disk(settings: Settings) -> Check:
+    if not settings.data_dir.is_dir():
+        return ("disk", True, f"{settings.data_dir} does not exist yet")
+    usage = disk_usage(settings.data_dir)
+    detail = (
+        f"{megabytes(usage['data_bytes'])} used by {usage['path']}, "
+        f"{megabytes(usage['free_bytes'])} free of {megabytes(usage['total_bytes'])}"
+    )
+    low = " (under 1 GB free: run python -m ghapp prune, or free space)" if usage["low"] else ""
+    return ("disk", not usage["low"], detail + low)
+
+
 def _git(_: Settings) -> Check:
     found = shutil.which("git")
     return ("git", found is not None, found or "git not found on PATH")
 
 
-CHECKS: tuple[Callable[[Settings], Check], ...] = (_key, _data_dir, _claude, _sandbox, _git)
+CHECKS: tuple[Callable[[Settings], Check], ...] = (_key, _data_dir, _disk, _claude, _sandbox, _git)
 
 
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:

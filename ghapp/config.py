@@ -57,6 +57,7 @@ class Settings:
     log_format: str = "text"
     node_id: str = "local"
     lease_s: float = 60.0
+    retention_days: float = 30.0
 
     @property
     def is_postgres(self) -> bool:
@@ -265,6 +266,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=fmt,
         node_id=r.text("MC_NODE_ID") or default_node_id(data_dir),
         lease_s=r.number("MC_LEASE_S", 60.0, minimum=1.0),
+        retention_days=r.number("MC_RETENTION_DAYS", 30.0, minimum=1.0),
     )
 
 

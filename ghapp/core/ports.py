@@ -67,6 +67,13 @@ class TaskStore(Protocol):
 
     async def has_delivery(self, delivery_id: str) -> bool: ...
 
+    async def prune_deliveries(self, before: datetime) -> int:
+        """Drop the bodies of deliveries processed before `before`; how many were dropped.
+
+        Their ids and body hashes stay, so a redelivery or a replay is still a duplicate.
+        """
+        ...
+
     async def claim_deliveries(
         self, node: str, now: datetime, lease_s: float, limit: int = 100
     ) -> list[Delivery]:

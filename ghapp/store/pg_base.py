@@ -176,6 +176,16 @@ class PgBase:
             found = await conn.fetchval("SELECT 1 FROM deliveries WHERE id = $1", delivery_id)
         return found is not None
 
+    async def prune_deliveries(self, before: datetime) -> int:
+        """Drop the bodies of deliveries processed before `before`; ids and hashes stay."""
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "UPDATE deliveries SET body = ''::bytea "
+                "WHERE processed_at < $1 AND length(body) > 0",
+                pg_value(before),
+            )
+        return _changed(status)
+
     async def claim_deliveries(
         self, node: str, now: datetime, lease_s: float, limit: int = 100
     ) -> list[Delivery]:

@@ -220,6 +220,15 @@ class SqliteTaskStore:
                 is not None
             )
 
+    async def prune_deliveries(self, before: datetime) -> int:
+        """Drop the bodies of deliveries processed before `before`; ids and hashes stay."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                "UPDATE deliveries SET body = x'' WHERE processed_at < ? AND length(body) > 0",
+                (rows.dt_to_db(before),),
+            )
+            return cursor.rowcount
+
     async def claim_deliveries(
         self, node: str, now: datetime, lease_s: float, limit: int = 100
     ) -> list[Delivery]:

@@ -197,6 +197,24 @@ class TaskStoreContract:
         stored = {d for (d, _), ok in zip(shots, results, strict=True) if ok}
         assert {p.id for p in pending} == stored
 
+    async def test_prune_drops_old_processed_bodies_and_keeps_the_dedupe(
+        self, store: TaskStore
+    ) -> None:
+        for delivery_id, minutes in (("old", 1), ("recent", 50), ("unprocessed", 2)):
+            assert await store.add_delivery(
+                delivery_id, "issues", delivery_id.encode(), at(minutes)
+            )
+        await store.mark_delivery("old", at(2))
+        await store.mark_delivery("recent", at(51))
+        assert await store.prune_deliveries(at(30)) == 1
+        assert await store.prune_deliveries(at(30)) == 0  # once
+        [left] = await store.pending_deliveries()
+        assert (left.id, left.body) == ("unprocessed", b"unprocessed")  # never pruned
+        assert await store.has_delivery("old")
+        assert await store.add_delivery("old", "issues", b"again", at(60)) is False
+        assert await store.add_delivery("replay-of-old", "issues", b"old", at(60)) is False
+        assert await store.add_delivery("new", "issues", b"new", at(60)) is True
+
     # -- creating and reading tasks ---------------------------------------------------
     async def test_create_task_keeps_every_field(self, store: TaskStore) -> None:
         request = NewTask(

@@ -27,6 +27,7 @@ def test_defaults_match_the_design() -> None:
     assert (s.soft_timeout_s, s.kill_after_s, s.grace_s, s.concurrency) == (1800, 60, 300, 1)
     assert s.github_api_url == "https://api.github.com"
     assert s.sqlite_path == Path("data/ghapp.sqlite3")
+    assert s.retention_days == 30 and s.telegram_user_ids == ()
 
 
 def test_webhook_secret_is_mandatory() -> None:
@@ -50,6 +51,7 @@ def test_webhook_secret_is_mandatory() -> None:
         ({"WEBHOOK_PATH": "hooks"}, "^WEBHOOK_PATH: must start with '/'"),
         ({"GITHUB_API_URL": "ftp://x"}, "^GITHUB_API_URL"),
         ({"TELEGRAM_CHAT_IDS": "1,abc"}, "^TELEGRAM_CHAT_IDS"),
+        ({"MC_RETENTION_DAYS": "0"}, "^MC_RETENTION_DAYS: must be a finite number >= 1"),
         ({"TELEGRAM_USER_IDS": "7,@me"}, "^TELEGRAM_USER_IDS: must be comma-separated user"),
         ({"LOG_LEVEL": "loud"}, "^LOG_LEVEL"),
         ({"DATABASE_URL": "mysql://x"}, "^DATABASE_URL"),
