@@ -61,7 +61,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _error(413, "payload larger than 25 MB")
     if request.content_type != "application/json":
         return _error(415, "content type must be application/json")
-    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+    encodings = {e.strip().lower() for e in request.headers.getall("Content-Encoding", [])}
+    if encodings - {"", "identity"}:
         # GitHub never compresses; inflating unsigned bytes first would be a 1000:1 bomb.
         return _error(415, "Content-Encoding must be identity (GitHub sends bodies uncompressed)")
     event = request.headers.get("X-GitHub-Event")

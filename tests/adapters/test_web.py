@@ -169,6 +169,10 @@ async def test_compressed_body_is_refused_before_it_is_read(
         f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {20 * 1024 * 1024}\r\n\r\n"
     ).encode()
     assert (await raw_request(client, head)).startswith(b"HTTP/1.1 415")
+    second = head.replace(
+        b"Content-Encoding: gzip", b"Content-Encoding: identity\r\nContent-Encoding: gzip"
+    )
+    assert (await raw_request(client, second)).startswith(b"HTTP/1.1 415")
     assert await store.pending_deliveries() == []
 
 
