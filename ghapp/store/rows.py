@@ -29,13 +29,6 @@ _DATETIMES = frozenset(
     {"created_at", "started_at", "finished_at", "updated_at", "lease_expires_at"}
 )
 NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
-
-
-def body_sha256(body: bytes) -> bytes:
-    """What a delivery is deduplicated on besides its id: GitHub signs only the body."""
-    return hashlib.sha256(body).digest()
-
-
 _BOOLS = frozenset({"is_pull_request", "cancel_requested"})
 
 Params = Iterable[SqlValue]
@@ -176,6 +169,11 @@ def task_from_row(row: sqlite3.Row) -> Task:
             value = TaskSource(value)
         values[name] = value
     return Task(**values)
+
+
+def body_sha256(body: bytes) -> bytes:
+    """What a delivery is deduplicated on besides its id: GitHub signs only the body."""
+    return hashlib.sha256(body).digest()
 
 
 def delivery_from_row(row: sqlite3.Row) -> Delivery:
