@@ -17,6 +17,7 @@ from aiohttp import web
 COOKIE = "ghapp_setup"
 STATE_TTL_S = 3600.0
 MAX_STATES = 256  # a reloading browser cannot grow this without bound
+MAX_SESSIONS = 64  # nor can opening the token link again and again
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -43,7 +44,7 @@ class SetupGuard:
     hosts: frozenset[str]
     now: Callable[[], float] = time.monotonic
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    _sessions: set[str] = field(default_factory=set)
+    _sessions: dict[str, None] = field(default_factory=dict)  # in the order they were opened
     _states: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def host_ok(self, request: web.Request) -> bool:
@@ -73,7 +74,9 @@ class SetupGuard:
         offered = request.query.get("token", "")
         if offered and hmac.compare_digest(offered.encode(), self.token.encode()):
             session = secrets.token_urlsafe(24)
-            self._sessions.add(session)
+            if len(self._sessions) >= MAX_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]
+            self._sessions[session] = None
             return session, True
         return None, False
 
