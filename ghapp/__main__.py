@@ -1,5 +1,6 @@
-"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, or
-migrate-store (copy the SQLite store into PostgreSQL).
+"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, prune
+(what is older than MC_RETENTION_DAYS, once), or migrate-store (copy the SQLite store into
+PostgreSQL).
 
 `--role web` serves webhooks only, `--role worker` runs tasks only (and /healthz on PORT);
 the default runs both. Several processes share one queue through DATABASE_URL=postgresql://.
@@ -14,15 +15,19 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from ghapp import check
-from ghapp.bootstrap import build, describe, health_app, web_app
+from ghapp.bootstrap import SystemClock, build, describe, health_app, open_store, web_app
 from ghapp.cluster import Role
 from ghapp.config import POSTGRES_SCHEMES, ConfigError, Settings, environment, load_settings
 from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
+from ghapp.retention import PruneReport, Retention, disk_usage, megabytes
+from ghapp.web import SERVER_OPTIONS
+from ghapp.workspace.git import GitWorkspace
 
 
 async def run(settings: Settings, role: Role = Role.ALL) -> None:
@@ -35,7 +40,7 @@ async def run(settings: Settings, role: Role = Role.ALL) -> None:
         )
     app = build(settings, role=role)
     server = web_app(app) if role.serves_webhooks else health_app(app)
-    runner = web.AppRunner(server, access_log=None)
+    runner = web.AppRunner(server, access_log=None, **SERVER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
@@ -134,6 +139,39 @@ def migrate_store(target: str | None, source: str | None, replace: bool) -> int:
     return 0
 
 
+async def prune_once(settings: Settings) -> tuple[PruneReport, dict[str, Any]]:
+    """One retention sweep, as the daily one does it, and the disk use after it."""
+    store = open_store(settings)
+    await store.migrate()
+    try:
+        has_mirrors = (settings.data_dir / "mirrors").is_dir()
+        vcs = GitWorkspace(settings.data_dir, settings.worker_user) if has_mirrors else None
+        retention = Retention(store, settings.data_dir, settings.retention_days, SystemClock(), vcs)
+        report = await retention.sweep()
+    finally:
+        await store.close()
+    return report, await asyncio.to_thread(disk_usage, settings.data_dir)
+
+
+def prune() -> int:
+    """`python -m ghapp prune`: print what was removed and what the disk holds now."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"ghapp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.data_dir.is_dir():
+        print(f"ghapp: no data dir at {settings.data_dir}: nothing to prune", file=sys.stderr)
+        return 1
+    report, usage = asyncio.run(prune_once(settings))
+    print(f"pruned what is older than {settings.retention_days:g} days: {report}")
+    print(
+        f"{usage['path']}: {megabytes(usage['data_bytes'])} used, "
+        f"{megabytes(usage['free_bytes'])} free of {megabytes(usage['total_bytes'])}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ghapp",
@@ -141,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "check", "migrate-store"]
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "check", "prune", "migrate-store"],
     )
     parser.add_argument(
         "--role",
@@ -163,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return check.main()
+    if args.command == "prune":
+        return prune()
     if args.command == "migrate-store":
         return migrate_store(args.to, args.source, args.replace)
     return serve(Role(args.role))

@@ -28,6 +28,7 @@ from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.messaging.fanout import FanOut
+from ghapp.retention import DiskGauge, Retention
 from ghapp.slack.bot import EVENTS_PATH, SlackBot
 from ghapp.store.pg_schema import TELEGRAM_LOCK
 from ghapp.store.pg_signals import PgLeader, PgListener
@@ -62,6 +63,7 @@ class Ghapp:
     role: Role = Role.ALL
     bot: TelegramBot | None = None
     slack: SlackBot | None = None
+    disk: DiskGauge | None = None
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
@@ -102,6 +104,12 @@ class Ghapp:
         telegram = "off"
         if self.bot is not None:
             telegram = "polling" if self.bot.polling else "standby"
+        disk: dict[str, Any] | str = "off"
+        if self.disk is not None:
+            try:
+                disk = await self.disk.report()
+            except OSError as exc:
+                disk = f"unknown: {exc.strerror}"
         return {
             "ok": db_ok and runner_ok,
             "database": "ok" if db_ok else "down",
@@ -112,6 +120,7 @@ class Ghapp:
             "node": self.settings.node_id,
             "queued": queued,
             "running": running,
+            "disk": disk,
         }
 
 
@@ -173,6 +182,9 @@ def build(
     app = Ghapp(
         settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
     )
+    app.disk = DiskGauge(settings.data_dir)
+    vcs = runner.vcs if runner is not None and isinstance(runner.vcs, GitWorkspace) else None
+    app.extra_start.append(Retention(store, settings.data_dir, settings.retention_days, clock, vcs))
     if role.serves_webhooks:
         app.extra_start.append(RedeliverySweep(auth, store))
     if runner is not None and isinstance(store, PostgresTaskStore):
@@ -201,6 +213,7 @@ def _messaging(
             polling=not cluster,
             repos=forge,
             secrets=settings.secrets,
+            user_ids=settings.telegram_user_ids,
         )
     if settings.slack_bot_token:
         app.slack = SlackBot(

@@ -16,6 +16,7 @@ from ghapp.agent.sandbox import find_bwrap, probe
 from ghapp.check_db import database
 from ghapp.config import ConfigError, Settings, load_settings
 from ghapp.core.model import GhappError
+from ghapp.retention import disk_usage, megabytes
 
 Check = tuple[str, bool, str]
 
@@ -100,6 +101,18 @@ def _isolation(settings: Settings) -> list[Check]:
     return [*prove(bwrap, identity, settings.data_dir), memory_limit()]
 
 
+def _disk(settings: Settings) -> Check:
+    if not settings.data_dir.is_dir():
+        return ("disk", True, f"{settings.data_dir} does not exist yet")
+    usage = disk_usage(settings.data_dir)
+    detail = (
+        f"{megabytes(usage['data_bytes'])} used by {usage['path']}, "
+        f"{megabytes(usage['free_bytes'])} free of {megabytes(usage['total_bytes'])}"
+    )
+    low = " (under 1 GB free: run python -m ghapp prune, or free space)" if usage["low"] else ""
+    return ("disk", not usage["low"], detail + low)
+
+
 def _git(_: Settings) -> Check:
     found = shutil.which("git")
     return ("git", found is not None, found or "git not found on PATH")
@@ -108,6 +121,7 @@ def _git(_: Settings) -> Check:
 CHECKS: tuple[Callable[[Settings], Check], ...] = (
     _key,
     _data_dir,
+    _disk,
     database,
     _claude,
     _sandbox,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from enum import StrEnum
 
@@ -70,17 +71,16 @@ class ClaimingInbox(Inbox):
             await asyncio.sleep(self.sweep_s)
             self.wake()
 
-    async def process_pending(self) -> int:
-        """Dispatch every delivery this node can claim; returns how many were handled."""
+    async def process_pending(self, batches: float = math.inf) -> int:
+        """Dispatch deliveries this node can claim, a batch at a time; returns how many."""
         handled = 0
-        while batch := await self.store.claim_deliveries(
-            self.node, self.clock.now(), self.lease_s, DELIVERY_BATCH
+        while batches > 0 and (
+            batch := await self.store.claim_deliveries(
+                self.node, self.clock.now(), self.lease_s, DELIVERY_BATCH
+            )
         ):
+            batches -= 1
+            # Past the deadline, claim again: the rest are still ours and come back renewed.
             deadline = time.monotonic() + self.lease_s - min(DISPATCH_MARGIN_S, self.lease_s / 2)
-            for delivery in batch:
-                if time.monotonic() > deadline:
-                    break  # claim again: the rest are still ours and come back renewed
-                error = await self._dispatch(delivery.id, delivery.event, delivery.body)
-                await self.store.mark_delivery(delivery.id, self.clock.now(), error)
-                handled += 1
+            handled += await self.handle(batch, deadline)
         return handled

@@ -54,6 +54,7 @@ class Settings:
     anthropic_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     telegram_token: str | None = field(default=None, repr=False)
     telegram_chat_ids: tuple[int, ...] = ()
+    telegram_user_ids: tuple[int, ...] = ()
     telegram_api_url: str = DEFAULT_TELEGRAM_URL
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
@@ -76,6 +77,7 @@ class Settings:
     log_max_mb: int = 50
     context_max_chars: int = 100_000
     max_attempts: int = 3
+    retention_days: float = 30.0
 
     @property
     def is_postgres(self) -> bool:
@@ -211,15 +213,13 @@ def _api_url(r: _Reader) -> str:
     return url
 
 
-def _chat_ids(r: _Reader) -> tuple[int, ...]:
-    """TELEGRAM_CHAT_IDS as integers."""
-    raw = r.text("TELEGRAM_CHAT_IDS") or ""
+def _ids(r: _Reader, name: str, what: str) -> tuple[int, ...]:
+    """A comma-separated list of Telegram ids (TELEGRAM_CHAT_IDS, TELEGRAM_USER_IDS)."""
+    raw = r.text(name) or ""
     try:
         return tuple(int(part) for part in raw.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(
-            f"TELEGRAM_CHAT_IDS: must be comma-separated chat ids, got {raw!r}"
-        ) from None
+        raise ConfigError(f"{name}: must be comma-separated {what} ids, got {raw!r}") from None
 
 
 def _slack_ids(r: _Reader, name: str, pattern: str) -> tuple[str, ...]:
@@ -337,7 +337,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         write_interval_s=r.number("MC_WRITE_INTERVAL_S", 1.0),
         anthropic_env=anthropic,
         telegram_token=r.text("TELEGRAM_BOT_TOKEN"),
-        telegram_chat_ids=_chat_ids(r),
+        telegram_chat_ids=_ids(r, "TELEGRAM_CHAT_IDS", "chat"),
+        telegram_user_ids=_ids(r, "TELEGRAM_USER_IDS", "user"),
         telegram_api_url=r.text("TELEGRAM_API_URL", DEFAULT_TELEGRAM_URL) or DEFAULT_TELEGRAM_URL,
         log_level=level,
         log_format=fmt,
@@ -355,6 +356,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_max_mb=r.integer("MC_LOG_MAX_MB", 50, minimum=1),
         context_max_chars=r.integer("MC_CONTEXT_MAX_CHARS", 100_000, minimum=1000),
         max_attempts=r.integer("MC_MAX_ATTEMPTS", 3, minimum=1),
+        retention_days=r.number("MC_RETENTION_DAYS", 30.0, minimum=1.0),
     )
 
 

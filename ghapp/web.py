@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +15,9 @@ from ghapp.core.ports import TaskStore
 
 log = logging.getLogger(__name__)
 MAX_BODY = 25 * 1024 * 1024
+# For the AppRunner: the HTTP parser must not inflate (or refuse with 400) a compressed body
+# before the handler can answer 415; an unknown encoding would otherwise never reach it.
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,16 @@ DEPS = web.AppKey("deps", WebDeps)
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     """sha256 HMAC of the raw body, compared in constant time; sha1 is not accepted."""
-    if not header or not header.startswith("sha256="):
-        return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not header or not header.isascii() or not header.startswith("sha256="):
+        return False  # compare_digest raises on non-ASCII text: that is a 401, not a 500
+    expected = hmac.digest(secret.encode(), body, "sha256").hex()  # one-shot: no HMAC object
     return hmac.compare_digest(expected, header.removeprefix("sha256="))
+
+
+def looks_like_object(body: bytes) -> bool:
+    """A signed body is GitHub's: the inbox parses it (once); here only its shape is checked."""
+    text = body.strip(b" \t\r\n")
+    return text.startswith(b"{") and text.endswith(b"}")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -57,6 +64,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _error(413, "payload larger than 25 MB")
     if request.content_type != "application/json":
         return _error(415, "content type must be application/json")
+    encodings = {e.strip().lower() for e in request.headers.getall("Content-Encoding", [])}
+    if encodings - {"", "identity"}:
+        # GitHub never compresses; inflating unsigned bytes first would be a 1000:1 bomb.
+        return _error(415, "Content-Encoding must be identity (GitHub sends bodies uncompressed)")
     event = request.headers.get("X-GitHub-Event")
     delivery = request.headers.get("X-GitHub-Delivery")
     if not event or not delivery:
@@ -69,11 +80,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _error(400, "body could not be read")
     if not signature_ok(deps.secret, body, request.headers.get("X-Hub-Signature-256")):
         return _error(401, "X-Hub-Signature-256 is missing or does not match WEBHOOK_SECRET")
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        return _error(400, "body is not valid JSON")
-    if not isinstance(payload, dict):
+    if not looks_like_object(body):
         return _error(400, "body must be a JSON object")
     if not await deps.store.add_delivery(delivery, event, body, utcnow()):
         return web.json_response({"status": "duplicate", "delivery": delivery}, status=200)

@@ -26,8 +26,18 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 step "python environment (.venv)"
-[ -x .venv/bin/python ] || python3 -m venv .venv
+# As the README's run command makes it: no python3-venv needed, pip from the system's.
+[ -x .venv/bin/python ] || python3 -m venv --without-pip .venv
+.venv/bin/python -m pip --version >/dev/null 2>&1 || python3 -m pip --python .venv/bin/python install -q pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Wheels of ghapp's dependencies, so tests/e2e/test_readme_install.py installs offline.
+stamp=".venv/wheelhouse/.for-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  rm -rf .venv/wheelhouse
+  .venv/bin/python -m pip wheel -q --disable-pip-version-check -w .venv/wheelhouse . pip setuptools
+  rm -f .venv/wheelhouse/ghapp-*.whl
+  touch "$stamp"
+fi
 
 step "Claude Code CLI $CLAUDE_VERSION (.tools)"
 if [ "$(.tools/node_modules/.bin/claude --version 2>/dev/null | cut -d' ' -f1)" != "$CLAUDE_VERSION" ]; then

@@ -55,7 +55,10 @@ class TaskStore(Protocol):
     async def add_delivery(
         self, delivery_id: str, event: str, body: bytes, received_at: datetime
     ) -> bool:
-        """Store a delivery; False (and no change) when its id was stored before."""
+        """Store a delivery; False (and no change) when its id or its body was stored before.
+
+        Only the body is signed: a captured delivery replayed under a new id is a duplicate.
+        """
         ...
 
     async def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
@@ -67,6 +70,13 @@ class TaskStore(Protocol):
     ) -> None: ...
 
     async def has_delivery(self, delivery_id: str) -> bool: ...
+
+    async def prune_deliveries(self, before: datetime) -> int:
+        """Drop the bodies of deliveries processed before `before`; how many were dropped.
+
+        Their ids and body hashes stay, so a redelivery or a replay is still a duplicate.
+        """
+        ...
 
     async def claim_deliveries(
         self, node: str, now: datetime, lease_s: float, limit: int = 100

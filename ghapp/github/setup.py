@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import re
-import secrets
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +21,15 @@ from ghapp.config import ConfigError
 from ghapp.github.auth import DEFAULT_API_URL, GitHubClient
 from ghapp.github.envfile import save_private_key, update_dotenv
 from ghapp.github.manifest import ManifestError, build_manifest, load_app_yml, registration_url
-from ghapp.github.setup_page import error_page, only_local, redirect, register_page
+from ghapp.github.setup_guard import SetupGuard, known_hosts, set_session_cookie
+from ghapp.github.setup_page import (
+    error_page,
+    needs_token,
+    only_local,
+    redirect,
+    register_page,
+    wrong_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +141,7 @@ class SetupApp:
 
     def __init__(self, config: SetupConfig) -> None:
         self.config = config
-        self.state = secrets.token_urlsafe(24)  # GitHub hands it back: a CSRF guard
+        self.guard = SetupGuard(known_hosts(config.public_url))
         self.done = asyncio.Event()
         self.result: SetupResult | None = None
         self._lock = asyncio.Lock()
@@ -171,10 +177,28 @@ class SetupApp:
             )
         return notes
 
+    def link(self) -> str:
+        """The address to open, token included, as the log prints it."""
+        shown = "localhost" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
+        shown = f"[{shown}]" if ":" in shown else shown
+        base = self.config.public_url or f"http://{shown}:{self.config.port}"
+        return f"{base}/?token={self.guard.token}"
+
     async def index(self, request: web.Request) -> web.Response:
-        """The explanation and the one button."""
+        """The explanation and the one button, for the browser that opened the token link."""
         if self.result is not None:
             return redirect(self.result.install_url)
+        if not self.guard.host_ok(request):
+            return wrong_host(request.host)
+        session, opened = self.guard.open_session(request)
+        if session is None:
+            return needs_token()
+        response = self._register(request, session)
+        if opened:
+            set_session_cookie(response, session)
+        return response
+
+    def _register(self, request: web.Request, session: str) -> web.Response:
         base = browser_base(request)
         try:
             app_yml = load_app_yml(self.config.directory / "app.yml")
@@ -182,7 +206,8 @@ class SetupApp:
             return error_page(500, "app.yml cannot be read", str(exc), start_again=False)
         hook = self.config.hook_url(base)
         manifest = build_manifest(app_yml, hook, base + DONE_PATH)
-        target = registration_url(self.config.web_url, self.config.org, self.state)
+        state = self.guard.issue_state(session)
+        target = registration_url(self.config.web_url, self.config.org, state)
         account = f"the organisation {self.config.org}" if self.config.org else "your account"
         env_path = str(self.config.env_path.resolve())
         return register_page(manifest, target, account, env_path, self._warnings(hook))
@@ -191,11 +216,19 @@ class SetupApp:
         """GitHub's redirect back: exchange the code, write .env and the key, go install."""
         if self.result is not None:
             return redirect(self.result.install_url)
+        if not self.guard.host_ok(request):
+            return wrong_host(request.host)
         code = request.query.get("code", "")
         if not _CODE.fullmatch(code):
             return error_page(400, "No registration code", "GitHub's redirect had no code.")
-        if not hmac.compare_digest(request.query.get("state", "").encode(), self.state.encode()):
-            message = "This link does not come from this ghapp's setup page (state mismatch)."
+        session = self.guard.session(request)
+        if session is None:
+            return needs_token()
+        if not self.guard.take_state(session, request.query.get("state", "")):
+            message = (
+                "This link does not come from a set-up page this browser opened in the last "
+                "hour, or it was used already (state mismatch)."
+            )
             return error_page(400, "Unexpected registration", message)
         async with self._lock:
             if self.result is None:
@@ -297,12 +330,10 @@ async def serve_setup(config: SetupConfig, stop: asyncio.Event | None = None) ->
             loop.add_signal_handler(sig, stop.set)
     try:
         await site.start()
-        shown = "localhost" if config.host in ("0.0.0.0", "::", "") else config.host
         log.warning(
-            "setup mode: APP_ID is not set. Open http://%s:%d/ in a browser to register "
-            "the GitHub App; ghapp continues by itself once it is registered.",
-            shown,
-            config.port,
+            "setup mode: APP_ID is not set. Open %s in a browser to register the GitHub "
+            "App; ghapp continues by itself once it is registered.",
+            setup.link(),
         )
         waiters = [asyncio.ensure_future(setup.done.wait()), asyncio.ensure_future(stop.wait())]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

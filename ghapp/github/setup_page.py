@@ -82,6 +82,26 @@ def error_page(status: int, title: str, message: str, start_again: bool = True) 
     return _html(status, title, f'<p class="error">{escape(message)}</p>{again}')
 
 
+def needs_token() -> web.Response:
+    """403 without the token: say where the link is, issue nothing."""
+    message = (
+        "This set-up page only answers the browser that opened the link ghapp printed when "
+        'it started. Find the line that says "setup mode" in ghapp\'s output (for example '
+        "journalctl -u ghapp, or the terminal it runs in) and open the address it gives, "
+        "which ends in /?token=…"
+    )
+    return _html(403, "Open the link from ghapp's log", f'<p class="error">{escape(message)}</p>')
+
+
+def wrong_host(host: str) -> web.Response:
+    """403 for a Host that is not ours: a rebound DNS name must not reach the page."""
+    message = (
+        f"ghapp's set-up page does not answer to the host name {host!r}. Open it at localhost, "
+        "at the machine's IP address or name, or set PUBLIC_URL to the address you use."
+    )
+    return _html(403, "Unknown host name", f'<p class="error">{escape(message)}</p>')
+
+
 def redirect(location: str) -> web.Response:
     """A 302 that also works for a human if the browser does not follow it."""
     body = f'<p>Continue to <a href="{escape(location)}">{escape(location)}</a>.</p>'

@@ -77,6 +77,7 @@ TABLES = (
             "error",
             "claimed_by",
             "claimed_until",
+            "body_sha256",
         ),
         "received_at, rowid",  # PostgreSQL numbers them in this order
     ),

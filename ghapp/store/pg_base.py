@@ -114,7 +114,7 @@ class PgBase:
     async def add_delivery(
         self, delivery_id: str, event: str, body: bytes, received_at: datetime
     ) -> bool:
-        """Store a delivery; False (and no change) when its id was stored before.
+        """Store a delivery; False (and no change) when its id or its body was stored before.
 
         Deliveries arriving together share one INSERT (group commit); each caller is
         answered once the commit holding its row is done.
@@ -122,13 +122,17 @@ class PgBase:
         return await self._adds.submit((delivery_id, event, body, pg_value(received_at)))
 
     async def _insert_deliveries(self, batch: Sequence[tuple[Any, ...]]) -> list[bool]:
-        """One INSERT for a batch; True for the first occurrence of each id it stored."""
+        """One INSERT for a batch; True for the first occurrence of each id it stored.
+
+        A row whose id or body hash is taken (by the table or earlier in the batch) is skipped.
+        """
         columns = list(zip(*batch, strict=True))
         async with self._conn() as conn:
             found = await conn.fetch(
-                "INSERT INTO deliveries (id, event, body, received_at) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id",
+                "INSERT INTO deliveries (id, event, body, received_at, body_sha256) "
+                "SELECT id, event, body, received_at, sha256(body) "
+                "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) "
+                "AS d(id, event, body, received_at) ON CONFLICT DO NOTHING RETURNING id",
                 *columns,
             )
         fresh = {row["id"] for row in found}
@@ -171,6 +175,16 @@ class PgBase:
         async with self._conn() as conn:
             found = await conn.fetchval("SELECT 1 FROM deliveries WHERE id = $1", delivery_id)
         return found is not None
+
+    async def prune_deliveries(self, before: datetime) -> int:
+        """Drop the bodies of deliveries processed before `before`; ids and hashes stay."""
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "UPDATE deliveries SET body = ''::bytea "
+                "WHERE processed_at < $1 AND length(body) > 0",
+                pg_value(before),
+            )
+        return _changed(status)
 
     async def claim_deliveries(
         self, node: str, now: datetime, lease_s: float, limit: int = 100

@@ -199,6 +199,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tasks ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN note TEXT",
     ),
+    # 5: only the body is signed, so a replay under a new delivery id is caught by its hash.
+    # Rows stored before keep theirs too (the first of identical bodies wins the hash).
+    (
+        "ALTER TABLE deliveries ADD COLUMN body_sha256 BYTEA",
+        """
+        UPDATE deliveries AS d SET body_sha256 = sha256(d.body)
+        FROM (SELECT DISTINCT ON (sha256(body)) id FROM deliveries ORDER BY sha256(body), seq)
+            AS first
+        WHERE d.id = first.id
+        """,
+        "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -169,6 +170,11 @@ def task_from_row(row: sqlite3.Row) -> Task:
             value = TaskSource(value)
         values[name] = value
     return Task(**values)
+
+
+def body_sha256(body: bytes) -> bytes:
+    """What a delivery is deduplicated on besides its id: GitHub signs only the body."""
+    return hashlib.sha256(body).digest()
 
 
 def delivery_from_row(row: sqlite3.Row) -> Delivery:

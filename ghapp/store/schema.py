@@ -183,13 +183,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tasks ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE tasks ADD COLUMN note TEXT",
     ),
+    # 6: only the body is signed, so a replay under a new delivery id is caught by its hash.
+    # Rows stored before keep theirs too (the first of identical bodies wins the hash).
+    (
+        "ALTER TABLE deliveries ADD COLUMN body_sha256 BLOB",
+        """
+        UPDATE deliveries SET body_sha256 = sha256(body)
+        WHERE rowid IN (SELECT min(rowid) FROM deliveries GROUP BY sha256(body))
+        """,
+        "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 async def apply_migrations(db: aiosqlite.Connection) -> int:
-    """Bring the schema to SCHEMA_VERSION inside the caller's write transaction."""
+    """Bring the schema to SCHEMA_VERSION inside the caller's write transaction.
+
+    The connection has `sha256()` (see SqliteTaskStore.migrate).
+    """
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = int(row[0]) if row is not None else 0

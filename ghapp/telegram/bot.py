@@ -70,6 +70,7 @@ class TelegramBot:
         polling: bool = True,
         repos: RepoAdmin | None = None,
         secrets: Iterable[str] = (),
+        user_ids: Iterable[int] = (),
     ) -> None:
         self.config = config or BotConfig()
         self._scrub = Scrubber(secrets)
@@ -77,6 +78,7 @@ class TelegramBot:
         self._ready = False
         self._poll_lock = asyncio.Lock()
         self.chat_ids = frozenset(chat_ids)
+        self.user_ids = frozenset(user_ids)  # empty: every member of an allowed chat
         self.console = Console(service, log_reader, channel=TELEGRAM, repos=repos)
         timeout = self.config.request_timeout_s
         self.app = (
@@ -223,11 +225,12 @@ class TelegramBot:
         )
 
     async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Only allowed chats get through; others get no answer and cause no action."""
-        chat = update.effective_chat
+        """Only allowed chats (and, with TELEGRAM_USER_IDS, allowed users in them) get through;
+        others get no answer and cause no action."""
+        chat, user = update.effective_chat, update.effective_user
         if chat is not None and chat.id in self.chat_ids:
-            return
-        user = update.effective_user
+            if not self.user_ids or (user is not None and user.id in self.user_ids):
+                return
         message = update.effective_message
         word = (message.text or "").split(maxsplit=1)[0][:40] if message and message.text else ""
         log.warning(

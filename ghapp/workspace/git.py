@@ -211,6 +211,20 @@ class GitWorkspace:
         self._open.pop(ws.path, None)
         await asyncio.to_thread(shutil.rmtree, task_dir, True)
 
+    async def collect_garbage(self, older_than_days: int) -> list[Path]:
+        """git gc every mirror: objects of deleted task refs go once unreachable that long."""
+        done = []
+        for head in sorted(self.mirrors.glob("*/*.git/HEAD")):
+            mirror = head.parent
+            async with self._lock(mirror):
+                args = ["gc", "--quiet", f"--prune={older_than_days}.days.ago"]
+                rc, _ = await self._run(args, cwd=mirror, check=False, network=True)
+            if rc:
+                log.warning("git gc failed in %s (exit %s)", mirror, rc)
+            else:
+                done.append(mirror)
+        return done
+
     # -- salvage ----------------------------------------------------------------------------
     async def _salvage(self, task: Task, repo: Repository, mirror: Path, branch: str) -> _Salvage:
         """Bring the work of earlier, killed attempts of the task into the mirror.

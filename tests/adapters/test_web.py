@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,11 +11,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
-from ghapp.web import MAX_BODY, WebDeps, create_app, signature_ok
+from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app, signature_ok
 from tests.conftest import payload, sign, webhook_headers
 
 SECRET = "It's a Secret to Everybody"
@@ -42,7 +44,9 @@ async def client(aiohttp_client: Any, store: SqliteTaskStore) -> TestClient:
     deps = WebDeps(store, SECRET, PATH, lambda: woken.append(1), health, nothing, nothing)
     app = create_app(deps)
     app[WOKEN] = woken
-    return await aiohttp_client(app)  # type: ignore[no-any-return]
+    server = TestServer(app)
+    await server.start_server(**SERVER_OPTIONS)  # as __main__ runs it
+    return await aiohttp_client(server)  # type: ignore[no-any-return]
 
 
 def test_github_documented_signature_vector() -> None:
@@ -129,3 +133,77 @@ async def test_healthz_reports_database_and_queue(client: TestClient) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
     assert await resp.json() == {"ok": True, "queued": 0}
+
+
+async def raw_request(client: TestClient, head: bytes, body: bytes = b"") -> bytes:
+    """Send bytes the client library would not produce; returns the status line and headers."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "identity, gzip", "x-unknown"])
+async def test_compressed_bodies_are_415_and_not_inflated(
+    client: TestClient, store: SqliteTaskStore, encoding: str
+) -> None:
+    raw = json.dumps(payload("ping")).encode()
+    body = gzip.compress(raw)
+    headers = {**webhook_headers(SECRET, "ping", "d-gz", raw), "Content-Encoding": encoding}
+    resp = await post(client, body, headers)
+    assert resp.status == 415
+    assert "Content-Encoding" in (await resp.json())["error"]
+    assert await store.pending_deliveries() == []
+
+
+async def test_compressed_body_is_refused_before_it_is_read(
+    client: TestClient, store: SqliteTaskStore
+) -> None:
+    # Announce 20 MB of gzip and send none of it: the answer must come without the body.
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Encoding: gzip\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: d-bomb\r\n"
+        f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: {20 * 1024 * 1024}\r\n\r\n"
+    ).encode()
+    assert (await raw_request(client, head)).startswith(b"HTTP/1.1 415")
+    second = head.replace(
+        b"Content-Encoding: gzip", b"Content-Encoding: identity\r\nContent-Encoding: gzip"
+    )
+    assert (await raw_request(client, second)).startswith(b"HTTP/1.1 415")
+    assert await store.pending_deliveries() == []
+
+
+async def test_identity_encoding_is_accepted(client: TestClient, store: SqliteTaskStore) -> None:
+    body = json.dumps(payload("ping")).encode()
+    headers = {**webhook_headers(SECRET, "ping", "d-id", body), "Content-Encoding": "identity"}
+    assert (await post(client, body, headers)).status == 202
+
+
+@pytest.mark.parametrize("value", ["sha256=\u00e9", "sha256=" + "\u00ff" * 64, "\u00e9"])
+async def test_non_ascii_signature_is_401(
+    client: TestClient, store: SqliteTaskStore, value: str
+) -> None:
+    body = json.dumps(payload("ping")).encode()
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "X-GitHub-Event: ping\r\nX-GitHub-Delivery: d-utf8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+    ).encode()
+    head += b"X-Hub-Signature-256: " + value.encode("utf-8") + b"\r\n\r\n"
+    assert (await raw_request(client, head, body)).startswith(b"HTTP/1.1 401")
+    assert await store.pending_deliveries() == []
+    assert not signature_ok(SECRET, body, value)
+
+
+async def test_replay_under_a_new_delivery_id_is_a_duplicate(
+    client: TestClient, store: SqliteTaskStore
+) -> None:
+    body = json.dumps(payload("issues.labeled", id=1)).encode()
+    assert (await post(client, body, webhook_headers(SECRET, "issues", "d-5", body))).status == 202
+    resp = await post(client, body, webhook_headers(SECRET, "issues", "d-6", body))
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "duplicate"
+    assert [d.id for d in await store.pending_deliveries()] == ["d-5"]

@@ -105,10 +105,17 @@ def plan(stack: Stack, rng: random.Random) -> list[Shot]:
             shots.append(_signed(kind, delivery, "issues", data, issue=number))
         elif kind == "ignored":
             choice = rng.randrange(4)
+            # Every new delivery has a body of its own, as GitHub's do: one seen before
+            # under a new id is a replay, answered 200 "duplicate".
             if choice == 0:
-                shots.append(_signed(kind, delivery, "ping", fixtures("ping")))
+                data = fixtures("ping")
+                data["hook_id"] = 1000 + i
+                shots.append(_signed(kind, delivery, "ping", data))
             elif choice == 1:
                 data = _labeled(fixtures, rng.randrange(1, 50), "bug")
+                data["issue"]["updated_at"] = (
+                    f"2026-11-27T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z"
+                )
                 shots.append(_signed(kind, delivery, "issues", data))
             elif choice == 2:
                 data = fixtures("issue_comment.created")

@@ -201,7 +201,7 @@ async def test_two_web_processes_never_handle_one_delivery_twice(open_store: Sto
     now = SystemClock().now()
     ids = [f"d{i:03}" for i in range(DELIVERY_BATCH * 2 + 50)]  # more than one claim takes
     for delivery_id in ids:
-        assert await one.store.add_delivery(delivery_id, "ping", b"{}", now)
+        assert await one.store.add_delivery(delivery_id, "ping", delivery_id.encode(), now)
     handled = await asyncio.gather(one.process_pending(), two.process_pending())
     assert sum(handled) == len(ids) and one.seen and two.seen
     assert sorted(one.seen + two.seen) == ids

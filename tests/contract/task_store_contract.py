@@ -159,7 +159,8 @@ class TaskStoreContract:
 
     async def test_pending_deliveries_oldest_first_until_marked(self, store: TaskStore) -> None:
         for delivery_id, minutes in (("late", 9), ("early", 1), ("middle", 5)):
-            await store.add_delivery(delivery_id, "issues", b"\x00\xff", at(minutes))
+            body = b"\x00\xff" if delivery_id == "late" else delivery_id.encode()
+            await store.add_delivery(delivery_id, "issues", body, at(minutes))
         assert [d.id for d in await store.pending_deliveries()] == ["early", "middle", "late"]
         assert [d.id for d in await store.pending_deliveries(limit=2)] == ["early", "middle"]
         await store.mark_delivery("middle", at(10), error="boom")
@@ -168,6 +169,51 @@ class TaskStoreContract:
         assert left.id == "late" and left.processed_at is None and left.body == b"\x00\xff"
         assert await store.has_delivery("middle") is True
         assert await store.add_delivery("middle", "issues", b"", at(12)) is False
+
+    async def test_a_replayed_body_under_a_new_id_is_a_duplicate(self, store: TaskStore) -> None:
+        body = b'{"action": "labeled", "label": {"name": "mc-auto"}}'
+        assert await store.add_delivery("d-1", "issues", body, T0) is True
+        await store.mark_delivery("d-1", at(1))  # handled long ago: still a duplicate
+        assert await store.add_delivery("d-2", "issues", body, at(5)) is False
+        assert await store.add_delivery("d-3", "ping", body, at(6)) is False
+        assert await store.has_delivery("d-2") is False
+        assert await store.add_delivery("d-4", "issues", body + b" ", at(7)) is True
+        assert [d.id for d in await store.pending_deliveries()] == ["d-4"]
+
+    async def test_concurrent_replays_store_each_body_once(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        shots = [(f"d-{i}", f"body-{i % 50}".encode()) for i in range(200)]
+        results = await asyncio.gather(
+            *(
+                (store, other)[i % 2].add_delivery(d, "issues", body, T0)
+                for i, (d, body) in enumerate(shots)
+            )
+        )
+        assert sum(results) == 50
+        pending = await store.pending_deliveries(limit=1000)
+        assert sorted(p.body for p in pending) == sorted({body for _, body in shots})
+        stored = {d for (d, _), ok in zip(shots, results, strict=True) if ok}
+        assert {p.id for p in pending} == stored
+
+    async def test_prune_drops_old_processed_bodies_and_keeps_the_dedupe(
+        self, store: TaskStore
+    ) -> None:
+        for delivery_id, minutes in (("old", 1), ("recent", 50), ("unprocessed", 2)):
+            assert await store.add_delivery(
+                delivery_id, "issues", delivery_id.encode(), at(minutes)
+            )
+        await store.mark_delivery("old", at(2))
+        await store.mark_delivery("recent", at(51))
+        assert await store.prune_deliveries(at(30)) == 1
+        assert await store.prune_deliveries(at(30)) == 0  # once
+        [left] = await store.pending_deliveries()
+        assert (left.id, left.body) == ("unprocessed", b"unprocessed")  # never pruned
+        assert await store.has_delivery("old")
+        assert await store.add_delivery("old", "issues", b"again", at(60)) is False
+        assert await store.add_delivery("replay-of-old", "issues", b"old", at(60)) is False
+        assert await store.add_delivery("new", "issues", b"new", at(60)) is True
 
     # -- creating and reading tasks ---------------------------------------------------
     async def test_create_task_keeps_every_field(self, store: TaskStore) -> None:
@@ -703,7 +749,7 @@ class TaskStoreContract:
     ) -> None:
         other = await open_store()
         for delivery_id, minutes in (("d1", 1), ("d2", 2), ("d3", 3)):
-            await store.add_delivery(delivery_id, "issues", b"{}", at(minutes))
+            await store.add_delivery(delivery_id, "issues", delivery_id.encode(), at(minutes))
         assert [d.id for d in await store.claim_deliveries("n1", at(5), 60, limit=2)] == [
             "d1",
             "d2",
@@ -713,7 +759,7 @@ class TaskStoreContract:
         assert [d.id for d in again] == ["d3"]
         await other.mark_delivery("d3", at(5))
         again = await store.claim_deliveries("n1", at(5), 60)  # a restarted n1 takes its own back
-        assert [d.id for d in again] == ["d1", "d2"] and again[0].body == b"{}"
+        assert [d.id for d in again] == ["d1", "d2"] and again[0].body == b"d1"
         await store.mark_delivery("d1", at(5))
         assert await other.claim_deliveries("n2", at(5) + timedelta(seconds=59), 60) == []
         late = await other.claim_deliveries("n2", at(6), 60)  # n1's claim ran out
@@ -725,7 +771,7 @@ class TaskStoreContract:
     ) -> None:
         other = await open_store()
         for i in range(30):
-            await store.add_delivery(f"d{i:02}", "issues", b"{}", at(i))
+            await store.add_delivery(f"d{i:02}", "issues", f"{i}".encode(), at(i))
         batches = await asyncio.gather(
             *(
                 s.claim_deliveries(f"n{i}", at(40), 60, limit=4)

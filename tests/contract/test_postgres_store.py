@@ -112,6 +112,35 @@ class TestPostgresTaskStore(TaskStoreContract):
         finally:
             await store.close()
 
+    async def test_upgrade_hashes_stored_bodies_so_their_replays_are_duplicates(
+        self, dsn: str
+    ) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for statement in (s for step in MIGRATIONS[:-1] for s in step):  # the step before
+                await conn.execute(statement)
+            await conn.execute("CREATE TABLE ghapp_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO ghapp_schema VALUES ($1)", SCHEMA_VERSION - 1)
+            for delivery_id, body in (("a", b"X"), ("replay-of-a", b"X"), ("b", b"Y")):
+                await conn.execute(
+                    "INSERT INTO deliveries (id, event, body, received_at) "
+                    "VALUES ($1, 'issues', $2, $3)",
+                    delivery_id,
+                    body,
+                    T0,
+                )
+        finally:
+            await conn.close()
+        store = PostgresTaskStore(dsn)
+        try:
+            await store.migrate()
+            assert [d.id for d in await store.pending_deliveries()] == ["a", "replay-of-a", "b"]
+            assert await store.add_delivery("c", "issues", b"X", T0) is False
+            assert await store.add_delivery("d", "issues", b"Y", T0) is False
+            assert await store.add_delivery("e", "issues", b"Z", T0) is True
+        finally:
+            await store.close()
+
     async def test_newer_schema_is_refused(self, dsn: str) -> None:
         conn = await asyncpg.connect(dsn)
         try:

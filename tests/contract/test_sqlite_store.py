@@ -94,6 +94,30 @@ class TestSqliteTaskStore(TaskStoreContract):
                 row = await cursor.fetchone()
                 assert row is not None and tuple(row) == (expected,), pragma
 
+    async def test_upgrade_hashes_stored_bodies_so_their_replays_are_duplicates(
+        self, db_path: Path
+    ) -> None:
+        db_path.parent.mkdir(parents=True)
+        raw = sqlite3.connect(db_path, isolation_level=None)
+        for statement in (s for step in MIGRATIONS[:-1] for s in step):  # the step before
+            raw.execute(statement)
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        for delivery_id, body in (("a", b"X"), ("replay-of-a", b"X"), ("b", b"Y")):
+            raw.execute(
+                "INSERT INTO deliveries (id, event, body, received_at) VALUES (?, 'issues', ?, ?)",
+                (delivery_id, body, "2024-05-01T12:00:00.000000+00:00"),
+            )
+        raw.close()
+        store = SqliteTaskStore(db_path)
+        try:
+            await store.migrate()
+            assert [d.id for d in await store.pending_deliveries()] == ["a", "replay-of-a", "b"]
+            assert await store.add_delivery("c", "issues", b"X", T0) is False
+            assert await store.add_delivery("d", "issues", b"Y", T0) is False
+            assert await store.add_delivery("e", "issues", b"Z", T0) is True
+        finally:
+            await store.close()
+
     async def test_newer_schema_is_refused(self, db_path: Path) -> None:
         db_path.parent.mkdir(parents=True)
         raw = sqlite3.connect(db_path)

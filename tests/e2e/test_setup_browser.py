@@ -54,8 +54,11 @@ async def test_click_through_registration_to_the_install_page(
     host, port = runner.addresses[0][:2]
     try:
         page = await browser.new_page()
-        await page.goto(f"http://{host}:{port}/")
+        await page.goto(f"http://{host}:{port}/")  # without the link from the log: refused
+        assert await page.evaluate("document.title") == "Open the link from ghapp's log"
+        await page.goto(f"http://{host}:{port}/?token={setup.guard.token}")
         assert await page.evaluate("document.title") == "Set up ghapp"
+        action = await page.evaluate("document.querySelector('form').action")
         await page.click("#register")
         final = await page.wait_until(
             lambda href, ready: "/installations/new" in href and ready == "complete"
@@ -69,7 +72,9 @@ async def test_click_through_registration_to_the_install_page(
     assert title == "Install MissionControl"
     assert setup.done.is_set()
     registered = fake.requests_to("/settings/apps/new", "POST")
-    assert len(registered) == 1 and registered[0].query == f"state={setup.state}"
+    state = action.split("?state=", 1)[1]
+    assert len(registered) == 1 and registered[0].query == f"state={state}"
+    assert state not in setup.guard._states  # used, so it cannot be used again
     assert created.manifest["redirect_url"] == f"http://{host}:{port}/setup/done"
 
     values = read_dotenv(directory / ".env")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -75,7 +76,7 @@ async def test_setup_then_normal_mode_on_the_same_port(fake: FakeGitHub, tmp_pat
             stderr=out,
         )
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
 
             async def answers(path: str, status: int) -> bool:
                 assert proc.returncode is None, log.read_text()
@@ -85,10 +86,16 @@ async def test_setup_then_normal_mode_on_the_same_port(fake: FakeGitHub, tmp_pat
                 except aiohttp.ClientError:
                     return False
 
-            await poll(lambda: answers("/", 200), 30, "setup page")
+            await poll(lambda: answers("/", 403), 30, "setup page")
             async with http.post(base + "/api/github/webhooks", json={}) as refused:
                 assert refused.status == 503 and "setup mode" in await refused.text()
-            async with http.get(base + "/") as response:
+            # The log holds a ready link with the token; the browser keeps its cookie.
+            found = re.search(r"Open (http://\S+/\?token=\S+) in a browser", log.read_text())
+            assert found is not None, log.read_text()
+            link = URL(found.group(1))
+            assert link.host == "127.0.0.1" and link.port == port
+            async with http.get(link) as response:
+                assert response.status == 200
                 back = URL(await submit_to_github(http, await response.text()))
             assert str(back.origin()) == base and back.path == "/setup/done"
             async with http.get(back, allow_redirects=False) as done:

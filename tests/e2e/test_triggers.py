@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,9 +11,9 @@ import pytest
 
 from ghapp.core.model import TaskState, utcnow
 from ghapp.store.sqlite import SqliteTaskStore
-from tests.conftest import payload
+from tests.conftest import payload, webhook_headers
 from tests.fakes.memory import ScriptedWorker
-from tests.fakes.stack import REPO, Stack, close_stack, eventually, make_stack
+from tests.fakes.stack import REPO, SECRET, Stack, close_stack, eventually, make_stack
 
 
 @pytest.fixture
@@ -138,3 +139,21 @@ async def test_deliveries_stored_before_a_crash_are_processed_on_start(stack: St
     assert task.delivery_id == "lost-1" and await app.store.pending_deliveries() == []
     await app.service.cancel(task.id, "test over")
     await app.runner.drain()
+
+
+async def test_a_signed_body_that_is_not_json_is_recorded_as_unparsable(stack: Stack) -> None:
+    """The web layer only checks the shape; the inbox parses (once) and records the error."""
+    app = await stack.start()
+    assert stack.session is not None
+    body = json.dumps(labeled()).encode()[:-40] + b"}"  # cut short: an object's shape, no JSON
+    headers = webhook_headers(SECRET, "issues", "d-cut", body)
+    async with stack.session.post(stack.url, data=body, headers=headers) as response:
+        assert response.status == 202
+    await eventually(lambda: processed(stack))
+    assert await tasks(stack) == []
+    db = sqlite3.connect(stack.settings.sqlite_path)
+    try:
+        row = db.execute("SELECT error FROM deliveries WHERE id = 'd-cut'").fetchone()
+    finally:
+        db.close()
+    assert row == ("unparsable body",) and app.inbox is not None

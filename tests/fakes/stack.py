@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from ghapp.bootstrap import Ghapp, build, web_app
 from ghapp.config import Settings
 from ghapp.core.ports import AgentOutcome, AgentRequest, Worker
+from ghapp.web import SERVER_OPTIONS
 from tests.conftest import webhook_headers
 from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub
@@ -65,7 +66,7 @@ class Stack:
             worker_env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         )
         self.server = TestServer(web_app(self.app))
-        await self.server.start_server()
+        await self.server.start_server(**SERVER_OPTIONS)
         self.session = aiohttp.ClientSession()
         return self.app
 

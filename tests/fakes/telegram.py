@@ -99,14 +99,19 @@ class FakeTelegram:
             self._changed.notify_all()
 
     async def inject(
-        self, chat_id: int, text: str, user_id: int | None = None, username: str = "operator"
+        self,
+        chat_id: int,
+        text: str,
+        user_id: int | None = None,
+        username: str = "operator",
+        chat_type: str = "private",
     ) -> int:
         """Queue a text message from a chat, as a user would send it; returns its update_id."""
         update_id = next(self._ids)
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private", "first_name": "Op"},
+            "chat": {"id": chat_id, "type": chat_type, "first_name": "Op"},
             "from": {
                 "id": user_id or chat_id,
                 "is_bot": False,

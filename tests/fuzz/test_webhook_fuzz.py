@@ -2,8 +2,9 @@
 
 Random bodies (bytes, JSON, real payloads), signed or not, with random content types and
 header combinations, sent by aiohttp's test client and, for framing the client would not
-produce, as raw HTTP over a socket. The contract: never a 5xx; every 202 names a delivery
-that is then stored with exactly the body that was sent; 413/415/400/401 as documented.
+produce, as raw HTTP over a socket. The contract: never a 5xx; every 202 names a delivery,
+shaped like a JSON object, that is then stored with exactly the body that was sent;
+413/415/400/401 as documented.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
-from ghapp.web import MAX_BODY, WebDeps, create_app
+from ghapp.web import MAX_BODY, WebDeps, create_app, looks_like_object
 from tests.conftest import sign
 from tests.fuzz.strategies import FIXTURES, HOSTILE_TEXT, fixture, json_values
 
@@ -102,9 +103,11 @@ def check(rig: Rig, body: bytes, headers: dict[str, str]) -> int:
         rig.accepted[delivery] = body
         assert rig.loop.run(rig.store.has_delivery(delivery))
     if status == 200:
-        assert answer["status"] == "duplicate" and answer["delivery"] in rig.accepted
+        # a redelivery (a known id), or a replay (a known body under a new id)
+        replay = body in rig.accepted.values()
+        assert answer["status"] == "duplicate" and (answer["delivery"] in rig.accepted or replay)
     if status in (200, 202):
-        assert isinstance(json.loads(body), dict)
+        assert looks_like_object(body)  # the inbox parses it, and records it if it cannot
         assert headers.get("X-Hub-Signature-256") == sign(SECRET, body)
     elif status in (401, 413, 415):
         assert isinstance(answer, dict) and answer.get("error")
@@ -218,8 +221,9 @@ def signed(body: bytes, delivery: str, event: str = "issues") -> dict[str, str]:
 @given(json_values(text=HOSTILE_TEXT))
 def test_every_signed_json_object_is_accepted_and_stored_verbatim(rig: Rig, value: Any) -> None:
     body = json.dumps({"zen": value}, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    delivery = f"signed-{len(rig.accepted)}"
-    assert check(rig, body, signed(body, delivery)) == 202
+    delivery = f"signed-{sum(rig.statuses.values())}"
+    replay = body in rig.accepted.values()  # hypothesis drew this value before
+    assert check(rig, body, signed(body, delivery)) == (200 if replay else 202)
     assert check(rig, body, signed(body, delivery)) == 200  # GitHub's redelivery
 
 

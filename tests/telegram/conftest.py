@@ -97,7 +97,13 @@ class Rig:
 SECRET = "tg-rig-secret-value"  # what the rig's bot knows as a secret of ghapp's
 
 
-async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = True) -> Rig:
+async def make_rig(
+    tmp_path: Path,
+    config: BotConfig = FAST,
+    start_bot: bool = True,
+    chats: tuple[int, ...] = (CHAT, OTHER_CHAT),
+    user_ids: tuple[int, ...] = (),
+) -> Rig:
     fake = FakeTelegram()
     await fake.start()
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
@@ -110,12 +116,13 @@ async def make_rig(tmp_path: Path, config: BotConfig = FAST, start_bot: bool = T
     service = TaskService(store, forge, reporter, clock, Limits(10, 5, 8))
     bot = TelegramBot(
         fake.token,
-        [CHAT, OTHER_CHAT],
+        chats,
         service,
         AgentLogReader(),
         api_url=fake.base_url,
         config=config,
         secrets=(SECRET,),
+        user_ids=user_ids,
     )
     reporter.messenger = bot
     runner = TaskRunner(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from ghapp.core.model import Project, TaskSource, TaskState
 from ghapp.messaging.text import MAX_MESSAGE, units
-from tests.telegram.conftest import CHAT, OTHER_CHAT, STRANGER, Rig
+from tests.telegram.conftest import CHAT, OTHER_CHAT, STRANGER, Rig, close, make_rig
+
+GROUP = -100200300
+OPERATOR, MEMBER = 7, 8
 
 
 async def _with_projects(rig: Rig) -> None:
@@ -44,6 +48,41 @@ async def test_unknown_chat_gets_no_answer_and_causes_no_action(rig: Rig) -> Non
     assert rig.fake.texts(STRANGER) == []
     assert await rig.store.count(TaskState.QUEUED) == 0
     assert [p.slug for p in await rig.store.projects()] == ["app", "lib"]
+
+
+async def test_with_user_ids_only_those_users_command_in_an_allowed_group(
+    tmp_path: Path,
+) -> None:
+    rig = await make_rig(tmp_path, chats=(GROUP,), user_ids=(OPERATOR,))
+    try:
+        await _with_projects(rig)
+        for text in ("/task add a backdoor", "/addproject evil octo/app --default", "/help"):
+            await rig.fake.inject(GROUP, text, user_id=MEMBER, chat_type="group")
+        await rig.fake.inject(GROUP, "/status", user_id=OPERATOR, chat_type="group")
+        await rig.fake.wait_for(lambda _: rig.fake.texts(GROUP) != [], 10)
+        await asyncio.wait_for(rig.bot.outbox.idle(), 10)
+        [reply] = rig.fake.texts(GROUP)  # only the operator's command was answered
+        assert "Queue: 0 tasks" in reply
+        assert await rig.store.count(TaskState.QUEUED) == 0
+        assert [p.slug for p in await rig.store.projects()] == ["app", "lib"]
+        await rig.fake.inject(GROUP, "/task fix the login", user_id=OPERATOR, chat_type="group")
+        await rig.fake.wait_for(lambda _: len(rig.fake.texts(GROUP)) > 1, 10)
+        assert await rig.store.count(TaskState.QUEUED) == 1
+    finally:
+        await close(rig)
+
+
+async def test_without_user_ids_every_member_of_an_allowed_group_commands(
+    tmp_path: Path,
+) -> None:
+    rig = await make_rig(tmp_path, chats=(GROUP,))
+    try:
+        await _with_projects(rig)
+        await rig.fake.inject(GROUP, "/task fix the login", user_id=MEMBER, chat_type="group")
+        await rig.fake.wait_for(lambda _: rig.fake.texts(GROUP) != [], 10)
+        assert await rig.store.count(TaskState.QUEUED) == 1
+    finally:
+        await close(rig)
 
 
 # -- projects ---------------------------------------------------------------------------------

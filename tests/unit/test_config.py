@@ -27,6 +27,7 @@ def test_defaults_match_the_design() -> None:
     assert (s.soft_timeout_s, s.kill_after_s, s.grace_s, s.concurrency) == (1800, 60, 300, 1)
     assert s.github_api_url == "https://api.github.com"
     assert s.sqlite_path == Path("data/ghapp.sqlite3")
+    assert s.retention_days == 30 and s.telegram_user_ids == ()
 
 
 def test_webhook_secret_is_mandatory() -> None:
@@ -51,6 +52,8 @@ def test_webhook_secret_is_mandatory() -> None:
         ({"WEBHOOK_PATH": "hooks"}, "^WEBHOOK_PATH: must start with '/'"),
         ({"GITHUB_API_URL": "ftp://x"}, "^GITHUB_API_URL"),
         ({"TELEGRAM_CHAT_IDS": "1,abc"}, "^TELEGRAM_CHAT_IDS"),
+        ({"MC_RETENTION_DAYS": "0"}, "^MC_RETENTION_DAYS: must be a finite number >= 1"),
+        ({"TELEGRAM_USER_IDS": "7,@me"}, "^TELEGRAM_USER_IDS: must be comma-separated user"),
         ({"LOG_LEVEL": "loud"}, "^LOG_LEVEL"),
         ({"DATABASE_URL": "mysql://x"}, "^DATABASE_URL"),
         ({"SLACK_BOT_TOKEN": "xoxp-user"}, "^SLACK_BOT_TOKEN: must be a bot token"),
@@ -163,3 +166,9 @@ def test_without_a_working_bwrap_ghapp_refuses_to_run_agents(
     with pytest.raises(ConfigError, match=r"^MC_SANDBOX: cannot start a sandbox: bwrap is not"):
         sandboxing(load_settings(base()), None, None)
     assert sandboxing(load_settings(base(MC_SANDBOX="none")), None, None).bwrap is None
+
+
+def test_telegram_chat_and_user_ids() -> None:
+    settings = load_settings(base(TELEGRAM_CHAT_IDS="-1001, 5", TELEGRAM_USER_IDS=" 7,8 "))
+    assert settings.telegram_chat_ids == (-1001, 5) and settings.telegram_user_ids == (7, 8)
+    assert load_settings(base()).telegram_user_ids == ()
