@@ -278,14 +278,14 @@ class TaskRunner:
         """Renew the lease and notice a cancel (asked on any node); a lost lease stops the agent.
 
         Runs for the whole attempt, publishing included, so a slow push keeps the task.
-        A worker that cannot renew fences itself: it stops the agent a beat or two before
-        the lease it last renewed runs out, as another node may then take the task over.
+        A worker that cannot renew fences itself: it stops the agent a beat before the lease
+        it last renewed runs out, as another node may then take the task over.
         """
         renewed = time.monotonic()
         beat, lease_s = self.config.heartbeat_s, self.config.lease_s
         while True:
             await asyncio.sleep(beat)
-            left = renewed + lease_s - 2 * beat - time.monotonic()  # the next beat may be late
+            left = renewed + lease_s - beat - time.monotonic()  # the next beat may be too late
             if left <= 0:
                 if not run.lost:
                     log.error(

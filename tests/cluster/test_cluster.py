@@ -171,7 +171,7 @@ async def test_thirty_tasks_on_one_web_and_three_workers(world: World) -> None:
     assert resumed["attempt"] == 2 and resumed["lease_owner"] is None
     # ...not before w0's lease (renewed every LEASE_S / 3) ran out, by a sweep on w1 or w2.
     assert resumed["started_at"].timestamp() - killed_wall > LEASE_S * 2 / 3 - 0.5
-    assert any("lease expired; queued again" in p.log.read_text() for p in (w1, w2))
+    assert any("lost its lease; queued again" in p.log.read_text() for p in (w1, w2))
     assert all(r["attempt"] == 1 for r in rows[1:])
 
     # Each attempt ran once, on one worker: one log per attempt across every data dir.
