@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import hmac
 import json
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +38,18 @@ def webhook_headers(secret: str, event: str, delivery: str, body: bytes) -> dict
         "X-Hub-Signature-256": sign(secret, body),
         "User-Agent": "GitHub-Hookshot/test",
     }
+
+
+def _dump_tasks(signum: int, frame: object) -> None:
+    """On SIGUSR1, print every asyncio task's stack: what a hung test is waiting for."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        print("SIGUSR1: no running event loop", file=sys.stderr)
+        return
+    for task in asyncio.all_tasks(loop):
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)

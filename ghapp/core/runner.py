@@ -202,8 +202,11 @@ class TaskRunner:
                 await self.fill()
             except Exception:
                 log.exception("claiming tasks failed; trying again shortly")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of stop()
+            # when a wake-up lands at the same moment, and this loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                async with asyncio.timeout(self.config.poll_s):
+                    await self._wake.wait()
 
     async def _expired(self, tasks: list[Task]) -> None:
         """Tasks whose worker died: queued again, or failed after MC_MAX_ATTEMPTS such deaths.
