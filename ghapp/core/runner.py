@@ -281,14 +281,15 @@ class TaskRunner:
         """Renew the lease and notice a cancel (asked on any node); a lost lease stops the agent.
 
         Runs for the whole attempt, publishing included, so a slow push keeps the task.
-        A worker that cannot renew fences itself: it stops the agent a beat before the lease
-        it last renewed runs out, as another node may then take the task over.
+        A worker that cannot renew fences itself: it stops the agent a beat (or a sixth of the
+        lease) before the lease it last renewed runs out, as another node may then take over.
         """
         renewed = time.monotonic()
         beat, lease_s = self.config.heartbeat_s, self.config.lease_s
         while True:
             await asyncio.sleep(beat)
-            left = renewed + lease_s - beat - time.monotonic()  # the next beat may be too late
+            # the next beat may come too late, and stopping the agent takes a moment too
+            left = renewed + lease_s - max(beat, lease_s / 6) - time.monotonic()
             if left <= 0:
                 if not run.lost:
                     log.error(
