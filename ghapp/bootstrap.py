@@ -169,7 +169,7 @@ def build(
         ctx = Context(
             service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
         )
-        inbox = ClaimingInbox(store, ctx, clock, settings.node_id)
+        inbox = ClaimingInbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
     app = Ghapp(
         settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
     )

@@ -8,7 +8,7 @@ import time
 from enum import StrEnum
 
 from ghapp.core.ports import Clock, TaskStore
-from ghapp.github.webhooks import Context, Inbox
+from ghapp.github.webhooks import INBOX_RETRY_S, Context, Inbox
 
 DELIVERY_LEASE_S = 300.0  # how long claimed deliveries stay this process's
 DELIVERY_BATCH = 100  # claimed at once (one write), then handled one by one
@@ -48,9 +48,11 @@ class ClaimingInbox(Inbox):
         *,
         lease_s: float = DELIVERY_LEASE_S,
         sweep_s: float = INBOX_SWEEP_S,
+        retry_s: float = INBOX_RETRY_S,
     ) -> None:
-        super().__init__(store, ctx, clock)
-        self.node, self.lease_s, self.sweep_s = node, lease_s, sweep_s
+        super().__init__(store, ctx, clock, retry_s=retry_s)
+        # A deferred delivery waits at most this long after a restart, too.
+        self.node, self.lease_s, self.sweep_s = node, lease_s, min(sweep_s, retry_s / 10)
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -80,7 +82,6 @@ class ClaimingInbox(Inbox):
             for delivery in batch:
                 if time.monotonic() > deadline:
                     break  # claim again: the rest are still ours and come back renewed
-                error = await self._dispatch(delivery.id, delivery.event, delivery.body)
-                await self.store.mark_delivery(delivery.id, self.clock.now(), error)
+                await self._handle(delivery)
                 handled += 1
         return handled

@@ -51,6 +51,7 @@ class Settings:
     concurrency: int = 1
     max_turns: int = 200
     write_interval_s: float = 1.0
+    inbox_retry_s: float = 6 * 3600.0
     anthropic_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     telegram_token: str | None = field(default=None, repr=False)
     telegram_chat_ids: tuple[int, ...] = ()
@@ -334,6 +335,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         concurrency=r.integer("MC_CONCURRENCY", 1, minimum=1),
         max_turns=r.integer("MC_MAX_TURNS", 200, minimum=1),
         write_interval_s=r.number("MC_WRITE_INTERVAL_S", 1.0),
+        inbox_retry_s=r.number("MC_INBOX_RETRY_S", 6 * 3600.0, minimum=10.0),
         anthropic_env=anthropic,
         telegram_token=r.text("TELEGRAM_BOT_TOKEN"),
         telegram_chat_ids=_chat_ids(r),

@@ -65,6 +65,10 @@ class TaskStore(Protocol):
         self, delivery_id: str, processed_at: datetime, error: str | None = None
     ) -> None: ...
 
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        ...
+
     async def has_delivery(self, delivery_id: str) -> bool: ...
 
     async def claim_deliveries(

@@ -166,6 +166,17 @@ class PgBase:
             )
         return [None] * len(batch)
 
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET claimed_by = NULL, claimed_until = $1, error = $2 "
+                "WHERE id = $3 AND processed_at IS NULL",
+                pg_value(until),
+                error,
+                delivery_id,
+            )
+
     async def has_delivery(self, delivery_id: str) -> bool:
         """Whether GitHub sent this delivery before."""
         async with self._conn() as conn:

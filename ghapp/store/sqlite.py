@@ -209,6 +209,14 @@ class SqliteTaskStore:
             (rows.dt_to_db(processed_at), error, delivery_id),
         )
 
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        await self._grouped(
+            "UPDATE deliveries SET claimed_by = NULL, claimed_until = ?, error = ? "
+            "WHERE id = ? AND processed_at IS NULL",
+            (rows.dt_to_db(until), error, delivery_id),
+        )
+
     async def has_delivery(self, delivery_id: str) -> bool:
         """Whether GitHub sent this delivery before."""
         async with self._read() as db:

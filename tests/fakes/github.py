@@ -178,6 +178,7 @@ class FakeGitHub:
         self.requests = 0
         self.token_mints = 0
         self._failures: list[_Failure] = []
+        self.outage: int | None = None  # a status (502, 503) every request gets while set
         self._ids = itertools.count(1001)
         self._runner: web.AppRunner | None = None
         self.root_url = ""
@@ -374,6 +375,9 @@ class FakeGitHub:
         self.log.append(
             LoggedRequest(request.method, rel, _auth_kind(request), request.query_string)
         )
+        if self.outage is not None:  # GitHub down: its edge answers HTML, API and git alike
+            text = "<html>Unicorn! GitHub is down</html>"
+            return web.Response(status=self.outage, text=text, content_type="text/html")
         try:
             failure = self._take_failure(request.method, rel)
             if failure is not None:

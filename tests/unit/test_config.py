@@ -27,6 +27,10 @@ def test_defaults_match_the_design() -> None:
     assert (s.soft_timeout_s, s.kill_after_s, s.grace_s, s.concurrency) == (1800, 60, 300, 1)
     assert s.github_api_url == "https://api.github.com"
     assert s.sqlite_path == Path("data/ghapp.sqlite3")
+    assert (s.write_interval_s, s.inbox_retry_s) == (1.0, 6 * 3600)
+    assert load_settings(base(MC_INBOX_RETRY_S="600")).inbox_retry_s == 600
+    with pytest.raises(ConfigError, match=r"^MC_INBOX_RETRY_S"):
+        load_settings(base(MC_INBOX_RETRY_S="5"))
 
 
 def test_webhook_secret_is_mandatory() -> None:
