@@ -16,6 +16,7 @@ from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader, Conversation
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
     LOCAL_NODE,
+    GhappError,
     Lease,
     LeaseLost,
     PullRequest,
@@ -395,7 +396,10 @@ class TaskRunner:
         commits = await self.vcs.commits_since(ws, base)
         if commits:
             await self._hold(run)
-            await self._with_token(task, lambda token: self.vcs.push(ws, token))
+            try:
+                await self._with_token(task, lambda token: self.vcs.push(ws, token))
+            except GhappError as exc:  # refused (workflows, protection, size): nothing landed
+                return _Result(TaskState.FAILED, f"the push failed: {exc}")
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
         if outcome.stopped is StopReason.CANCELLED:
             current = await self.store.get_task(task.id)

@@ -16,7 +16,7 @@ import re
 import shlex
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -158,7 +158,20 @@ def _hang_once(ctx: Context) -> Reply:
     return Reply(hang=True) if ctx.run == 1 else _commit(ctx)
 
 
+LINGERER = "sleep 600"  # what the `linger` scenario leaves running (pkill-free: tests find it)
+
+
+def _linger(ctx: Context) -> Reply:
+    """First starts a detached process that outlives every turn, then does what commit does:
+    an orphan of a killed ghapp that would live for minutes unless something kills it."""
+    if ctx.turn == 0:
+        cmd = f"nohup {LINGERER} >/dev/null 2>&1 </dev/null &"
+        return Reply((ToolUse("Bash", {"command": cmd, "description": "Start the watcher"}),))
+    return _commit(replace(ctx, turn=ctx.turn - 1))
+
+
 SCENARIOS: dict[str, Callable[[Context], Reply]] = {
+    "linger": _linger,
     "hang_once": _hang_once,
     "forge_result": _forge_result,
     "commit": _commit,

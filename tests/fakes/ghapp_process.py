@@ -44,6 +44,12 @@ def agent_instance(data_dir: Path) -> str:
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
 
 
+def agent_pids(data_dir: Path) -> list[int]:
+    """Live processes of the agents a ghapp of this data directory started (any depth)."""
+    marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
+    return [pid for pid in marked_pids(marker, None, prefix=True) if alive(pid)]
+
+
 def kill_agents(data_dir: Path) -> int:
     """SIGKILL, by pid, every agent process started by a ghapp of this data directory."""
     marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"

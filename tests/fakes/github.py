@@ -18,6 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.git_http import PushRules, git_routes
 from tests.fakes.github_apps import AppsDesk, HookDelivery
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -178,6 +179,7 @@ class FakeGitHub:
         self.requests = 0
         self.token_mints = 0
         self._failures: list[_Failure] = []
+        self.push_rules = PushRules()  # what a push may not do (workflows, protection, size)
         self.outage: int | None = None  # a status (502, 503) every request gets while set
         self._ids = itertools.count(1001)
         self._runner: web.AppRunner | None = None
@@ -347,12 +349,7 @@ class FakeGitHub:
         )
         app.add_routes(self.apps.routes(p))
         if self.git_root is not None:
-            try:
-                from tests.fakes.git_http import git_routes
-            except ImportError:
-                pass
-            else:
-                app.add_routes(git_routes(self.git_root, self.token_allows))
+            app.add_routes(git_routes(self.git_root, self.token_allows, self.push_rules))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
