@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from telegram import BotCommand, LinkPreviewOptions, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -209,6 +209,13 @@ class TelegramBot:
 
     def _on_poll_error(self, exc: TelegramError) -> None:
         """PTB keeps polling with backoff; one line instead of a traceback per attempt."""
+        if isinstance(exc, Conflict):
+            log.error(
+                "Telegram polling: another process polls this bot token (409 Conflict); "
+                "run one ghapp per TELEGRAM_BOT_TOKEN, or share one PostgreSQL DATABASE_URL "
+                "so only the elected process polls"
+            )
+            return
         log.warning("Telegram polling failed: %s", exc.message)
 
     async def _send(self, chat_id: int, text: str) -> None:
@@ -222,7 +229,7 @@ class TelegramBot:
     async def _gate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Only allowed chats get through; others get no answer and cause no action."""
         chat = update.effective_chat
-        if chat is not None and chat.id in self.chat_ids:
+        if chat is not None and (chat.id in self.chat_ids or chat.id in self.outbox.moved.values()):
             return
         user = update.effective_user
         message = update.effective_message

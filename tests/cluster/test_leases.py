@@ -142,7 +142,7 @@ async def test_a_worker_that_lost_its_lease_stops_and_publishes_nothing(cluster:
     claim = await fast.store.claim_next(now, 100, "fast", 600)
     assert claim.task is not None and claim.task.attempt == 2
     await asyncio.wait_for(slow.runner.drain(), 5)  # the heartbeat saw it and stopped the agent
-    assert slow.vcs.pushed == [] and slow.forge.prs == {}
+    assert slow.vcs.pushed == [] and slow.forge.prs == []
     assert "cancelled" not in slow.messenger.kinds()
     current = await state_of(fast.store, task.id)
     assert current.state is TaskState.RUNNING and current.lease_owner == "fast"
