@@ -12,10 +12,10 @@ from subprocess import DEVNULL
 
 import aiohttp
 import pytest
-from gidgethub import BadRequest
+from gidgethub import BadRequest, GitHubBroken
 
 from ghapp.core.model import PullRequest
-from ghapp.github.auth import AppAuth, GitHubClient
+from ghapp.github.auth import AppAuth, GitHubClient, github_unavailable
 from ghapp.github.forge import MAX_COMMENT_CHARS, GitHubForge
 from tests.fakes.github import FakeGitHub
 
@@ -230,6 +230,28 @@ async def test_rate_limit_retries_are_bounded(forge: GitHubForge, fake: FakeGitH
     assert len(fake.requests_to(path)) == 4  # first try + max_retries
 
 
+async def test_a_secondary_limit_without_retry_after_escapes_as_an_outage(
+    fake: FakeGitHub, session: aiohttp.ClientSession
+) -> None:
+    """GitHub's advice is a minute, then longer: beyond max_wait_s the caller retries later."""
+    client = GitHubClient(session, base_url=fake.base_url, max_retries=3, max_wait_s=30)
+    auth = AppAuth(session, fake.app_id, fake.private_key_pem, fake.base_url, client=client)
+    forge = GitHubForge(auth, write_interval_s=0)
+    issue = fake.add_issue(REPO)
+    path = f"/repos/{REPO}/issues/{issue}/comments"
+    fake.fail_next(path, status=403, retry_after=None)  # "You have exceeded a secondary rate…"
+    with pytest.raises(BadRequest) as err:
+        await forge.comment(IID, REPO, issue, "hello")
+    assert err.value.status_code == 403 and len(fake.requests_to(path)) == 1
+    assert github_unavailable(err.value)  # the inbox keeps the delivery and tries again
+    fake.fail_next(path, status=502)
+    with pytest.raises(GitHubBroken) as broken:
+        await forge.comment(IID, REPO, issue, "hello")
+    assert github_unavailable(broken.value)
+    await forge.comment(IID, REPO, issue, "hello")  # and then it works
+    assert len(fake.comments_on(REPO, issue)) == 1
+
+
 async def test_plain_403_is_not_retried(forge: GitHubForge, fake: FakeGitHub) -> None:
     issue = fake.add_issue(REPO)
     path = f"/repos/{REPO}/issues/{issue}/comments"
@@ -238,6 +260,7 @@ async def test_plain_403_is_not_retried(forge: GitHubForge, fake: FakeGitHub) ->
         await forge.comment(IID, REPO, issue, "hello")
     assert err.value.status_code == 403
     assert len(fake.requests_to(path)) == 1
+    assert not github_unavailable(err.value)  # a real refusal is not waited out
 
 
 async def test_writes_are_spaced(fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
