@@ -17,6 +17,7 @@ from gidgethub import BadRequest, GitHubBroken
 from ghapp.core.model import PullRequest
 from ghapp.github.auth import AppAuth, GitHubClient, github_unavailable
 from ghapp.github.forge import MAX_COMMENT_CHARS, GitHubForge
+from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub
 
 REPO = "octo/hello"
@@ -311,8 +312,7 @@ async def _git(cwd: Path, *args: str, token: str = "") -> int:
 async def test_git_backend_is_wired_and_pr_heads_are_checked(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    git_http = pytest.importorskip("tests.fakes.git_http")
-    git_http.make_bare_repo(tmp_path / "remote", REPO, {"README.md": "hi\n"})
+    make_bare_repo(tmp_path / "remote", REPO, {"README.md": "hi\n"})
     fake = FakeGitHub(git_root=tmp_path / "remote")
     fake.add_repo(REPO, installation_id=IID)
     await fake.start()
