@@ -123,6 +123,19 @@ def prepare_data_dir(data_dir: Path) -> None:
     os.chmod(data_dir / "logs", 0o700)
 
 
+def store_pacer(
+    store: TaskStore, clock: SystemClock, interval_s: float
+) -> Callable[[int], Awaitable[float]]:
+    """GitHub write slots from the store, so every process of a cluster shares the spacing."""
+
+    async def pace(installation_id: int) -> float:
+        now = clock.now()
+        slot = await store.reserve_write(installation_id, now, interval_s)
+        return (slot - now).total_seconds()
+
+    return pace
+
+
 def open_store(settings: Settings) -> TaskStore:
     """The store DATABASE_URL names: PostgreSQL for a cluster, else the embedded SQLite."""
     if settings.is_postgres:
@@ -148,7 +161,11 @@ def build(
     store = open_store(settings)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
-    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s)
+    forge = GitHubForge(
+        auth,
+        write_interval_s=settings.write_interval_s,
+        pacer=store_pacer(store, clock, settings.write_interval_s),
+    )
     reporter = Reporter(forge, messenger or NullMessenger(), settings.command)
     limits = Limits(
         settings.daily_budget_usd,

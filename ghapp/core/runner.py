@@ -250,6 +250,7 @@ class TaskRunner:
             except Exception as exc:
                 log.exception("task %s failed inside ghapp", task.id)
                 result = _Result(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            heartbeat.cancel()  # the outcome is settled: its (paced) reports need no lease
             await self._finish(run, result, cost_box[0])
         finally:
             heartbeat.cancel()

@@ -178,6 +178,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 5: GitHub write pacing per installation, shared by every process of the store.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id INTEGER PRIMARY KEY,
+            next_at TEXT NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +15,11 @@ import aiohttp
 import pytest
 from gidgethub import BadRequest, GitHubBroken
 
+from ghapp.bootstrap import SystemClock, store_pacer
 from ghapp.core.model import PullRequest
 from ghapp.github.auth import AppAuth, GitHubClient, github_unavailable
 from ghapp.github.forge import MAX_COMMENT_CHARS, GitHubForge
+from ghapp.store.sqlite import SqliteTaskStore
 from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub
 
@@ -271,6 +274,30 @@ async def test_writes_are_spaced(fake: FakeGitHub, session: aiohttp.ClientSessio
     await asyncio.gather(*(forge.comment(IID, REPO, issue, f"c{i}") for i in range(3)))
     assert time.monotonic() - started >= 0.6
     assert len(fake.comments_on(REPO, issue)) == 3
+
+
+async def test_two_processes_share_the_spacing_through_the_store(
+    fake: FakeGitHub, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Two ghapp processes of one cluster: their writes for one installation are spaced."""
+    forges, stores = [], []
+    for _ in range(2):
+        store = SqliteTaskStore(tmp_path / "shared.sqlite3")
+        await store.migrate()
+        stores.append(store)
+        client = GitHubClient(session, base_url=fake.base_url)
+        auth = AppAuth(session, fake.app_id, fake.private_key_pem, fake.base_url, client=client)
+        pacer = store_pacer(store, SystemClock(), 0.3)
+        forges.append(GitHubForge(auth, write_interval_s=0.3, pacer=pacer))
+    issue = fake.add_issue(REPO)
+    try:
+        await asyncio.gather(*(forges[i % 2].comment(IID, REPO, issue, f"c{i}") for i in range(6)))
+    finally:
+        for store in stores:
+            await store.close()
+    posts = [r.at for r in fake.log if r.method == "POST" and r.path.endswith("/comments")]
+    gaps = [b - a for a, b in itertools.pairwise(posts)]
+    assert len(posts) == 6 and min(gaps) >= 0.28, gaps
 
 
 async def test_base_url_with_path_prefix(session: aiohttp.ClientSession) -> None:

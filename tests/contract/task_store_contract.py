@@ -677,6 +677,16 @@ class TaskStoreContract:
         await store.defer_delivery("d1", at(9), "late")  # a processed delivery stays processed
         assert await store.pending_deliveries() == []
 
+    async def test_write_slots_are_spaced_per_installation_across_processes(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        slots = await asyncio.gather(*(s.reserve_write(7, at(1), 1.0) for s in [store, other] * 3))
+        assert sorted(slots) == [at(1) + timedelta(seconds=i) for i in range(6)]
+        assert await other.reserve_write(8, at(1), 1.0) == at(1)  # another installation
+        # Long after the last slot a write goes at once.
+        assert await store.reserve_write(7, at(9), 1.0) == at(9)
+
     async def test_concurrent_delivery_claims_split_the_inbox(
         self, store: TaskStore, open_store: StoreFactory
     ) -> None:

@@ -132,6 +132,7 @@ class LoggedRequest:
     path: str
     auth: str  # 'jwt', 'token', 'basic', 'none'
     query: str = ""
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
