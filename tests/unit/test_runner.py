@@ -23,6 +23,7 @@ from tests.fakes.memory import (
     RecordingMessenger,
     ScriptedWorker,
 )
+from tests.fakes.stack import eventually
 
 
 @dataclass
@@ -252,9 +253,12 @@ async def test_tracking_comment_shows_progress_and_failure_log(rig: Rig) -> None
     task = await rig.queue()
     await rig.runner.fill()
     await asyncio.wait_for(rig.worker.started.wait(), 5)
-    await asyncio.sleep(0.3)
-    running = [body for _, body in rig.forge.edits if "State: running" in body]
-    assert any("Cost (so far): $0.75" in body for body in running)
+
+    def shows_cost() -> bool:
+        running = [body for _, body in rig.forge.edits if "State: running" in body]
+        return any("Cost (so far): $0.75" in body for body in running)
+
+    await eventually(shows_cost, within=10)
     rig.worker.block, rig.worker.make_commits = False, 0
     await rig.service.cancel(task.id, "stop")
     await rig.runner.drain()
