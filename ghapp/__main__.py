@@ -21,6 +21,7 @@ from ghapp import check
 from ghapp.bootstrap import build, describe, health_app, web_app
 from ghapp.cluster import Role
 from ghapp.config import POSTGRES_SCHEMES, ConfigError, Settings, environment, load_settings
+from ghapp.core.model import GhappError
 from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
 
@@ -36,7 +37,13 @@ async def run(settings: Settings, role: Role = Role.ALL) -> None:
     app = build(settings, role=role)
     server = web_app(app) if role.serves_webhooks else health_app(app)
     runner = web.AppRunner(server, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await app.store.close()  # its thread would keep the process alive
+        if app.session is not None:  # no "Unclosed client session" after the error line
+            await app.session.close()
+        raise
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     for line in describe(settings, role):
@@ -104,7 +111,11 @@ def serve(role: Role = Role.ALL) -> int:
         return 2
     os.umask(0o077)
     setup_logging(settings.log_level, settings.log_format, settings.secrets)
-    asyncio.run(run(settings, role))
+    try:
+        asyncio.run(run(settings, role))
+    except GhappError as exc:  # a setting the host cannot satisfy: one line, no traceback
+        print(f"ghapp: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -177,7 +177,11 @@ def build(
     before_runner: list[Callable[[], Awaitable[object]]] = []
     runner = None
     if role.runs_tasks:
-        runner = _runner(settings, store, forge, reporter, clock, worker, worker_env, poll_s)
+        try:
+            runner = _runner(settings, store, forge, reporter, clock, worker, worker_env, poll_s)
+        except BaseException:
+            session.detach()  # nothing was sent: no "Unclosed client session" after the error
+            raise
         if isinstance(runner.worker, ClaudeWorker):
             before_runner.append(runner.worker.reap_leftovers)
         service.runner = runner

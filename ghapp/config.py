@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from ghapp.core.model import GhappError
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -192,10 +194,16 @@ def _private_key(r: _Reader) -> str | None:
             pem = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"PRIVATE_KEY_PATH: cannot read {path}: {exc.strerror}") from None
+    name = "PRIVATE_KEY" if inline else "PRIVATE_KEY_PATH"
+    fix = "download a new private key in the GitHub App's settings"
     if "-----BEGIN" not in pem or "PRIVATE KEY-----" not in pem:
         raise ConfigError(
-            "PRIVATE_KEY: must be a PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+            f"{name}: must be a PEM private key (-----BEGIN ... PRIVATE KEY-----); {fix}"
         )
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}: the private key does not parse ({exc}); {fix}") from None
     return pem
 
 

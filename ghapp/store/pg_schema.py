@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from ghapp.core.model import GhappError
+
 if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -219,8 +221,10 @@ async def apply_migrations(conn: Conn) -> int:
     found = await conn.fetchval("SELECT max(version) FROM ghapp_schema")
     version = int(found) if found is not None else 0
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this ghapp ({SCHEMA_VERSION})"
+        raise GhappError(
+            f"DATABASE_URL: the database is at schema version {version}, newer than this "
+            f"ghapp's ({SCHEMA_VERSION}): a newer ghapp upgraded it. Run that version, or "
+            "restore the backup taken before the upgrade (docs/operations.md)"
         )
     for step in MIGRATIONS[version:]:
         for statement in step:
