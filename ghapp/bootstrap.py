@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,7 @@ class Ghapp:
     role: Role = Role.ALL
     bot: TelegramBot | None = None
     slack: SlackBot | None = None
+    blockers: list[str] = field(default_factory=list)  # why no task can run on this host
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
@@ -99,13 +101,15 @@ class Ghapp:
             log.exception("health check: store failed")
         runner_ok = self.runner is None or self.runner.alive
         runner = "off" if self.runner is None else "ok" if runner_ok else "stopped"
+        tasks = "off" if self.runner is None else "; ".join(self.blockers) or "ok"
         telegram = "off"
         if self.bot is not None:
             telegram = "polling" if self.bot.polling else "standby"
         return {
-            "ok": db_ok and runner_ok,
+            "ok": db_ok and runner_ok and not self.blockers,
             "database": "ok" if db_ok else "down",
             "runner": runner,
+            "tasks": tasks,
             "telegram": telegram,
             "slack": self.slack.mode if self.slack is not None else "off",
             "role": self.role.value,
@@ -113,6 +117,16 @@ class Ghapp:
             "queued": queued,
             "running": running,
         }
+
+
+def task_blockers(settings: Settings) -> list[str]:
+    """What makes every task fail on this host; /healthz is not ok while any remains."""
+    problems = []
+    if shutil.which(settings.claude_bin) is None:
+        problems.append(f"CLAUDE_BIN: the Claude CLI {settings.claude_bin!r} is not installed")
+    if not {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} & set(settings.anthropic_env):
+        problems.append("ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) is not set")
+    return problems
 
 
 def prepare_data_dir(data_dir: Path) -> None:
@@ -196,6 +210,10 @@ def build(
     )
     if role.serves_webhooks:
         app.extra_start.append(RedeliverySweep(auth, store))
+    if runner is not None and worker is None:
+        app.blockers = task_blockers(settings)
+        for problem in app.blockers:
+            log.error("no task can run: %s", problem)
     if runner is not None and isinstance(store, PostgresTaskStore):
         app.extra_start.append(PgListener(store.dsn, runner.wake, runner.request_stop))
     _messaging(app, settings, forge, log_reader, reporter if messenger is None else None)

@@ -150,3 +150,15 @@ async def test_deliveries_stored_before_a_crash_are_processed_on_start(stack: St
     assert task.delivery_id == "lost-1" and await app.store.pending_deliveries() == []
     await app.service.cancel(task.id, "test over")
     await app.runner.drain()
+
+
+async def test_healthz_is_not_ok_when_no_task_can_run(stack: Stack) -> None:
+    """A real worker set-up with no Claude CLI and no model credential: not "ok"."""
+    app = await stack.start(claude_bin="/nonexistent/claude", anthropic_env={})
+    assert stack.server is not None and stack.session is not None
+    async with stack.session.get(stack.server.make_url("/healthz")) as resp:
+        report = await resp.json()
+        assert resp.status == 503 and report["ok"] is False
+    assert "CLAUDE_BIN" in report["tasks"] and "ANTHROPIC_API_KEY" in report["tasks"]
+    assert report["database"] == "ok" and report["runner"] == "ok"
+    assert app.blockers
