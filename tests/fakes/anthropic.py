@@ -213,6 +213,7 @@ class ScriptedAnthropic:
     calls: list[tuple[str, str]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     runs: dict[str, int] = field(default_factory=dict)
+    api_key: str | None = None  # when set, GET /v1/models refuses any other key (401)
     _runner: web.AppRunner | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -272,8 +273,15 @@ class ScriptedAnthropic:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if request.method == "HEAD":
             return web.Response(status=200)
-        if request.path == "/v1/models":
-            return web.json_response({"data": [], "has_more": False})
+        if request.path == "/v1/models":  # free: what `python -m ghapp check` asks
+            sent = request.headers.get("x-api-key") or request.headers.get(
+                "authorization", ""
+            ).removeprefix("Bearer ")
+            if self.api_key is not None and sent != self.api_key:
+                return web.json_response(
+                    _error("authentication_error", "invalid x-api-key"), status=401
+                )
+            return web.json_response({"data": [{"id": "claude-test"}], "has_more": False})
         if request.method != "POST" or not request.path.startswith("/v1/messages"):
             return web.json_response(_error("not_found_error", "no such route"), status=404)
         body = await request.json()
