@@ -1,5 +1,6 @@
-"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, or
-migrate-store (copy the SQLite store into PostgreSQL).
+"""`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check,
+migrate-store (copy the SQLite store into PostgreSQL) or backup (a consistent copy of the
+SQLite store, safe while ghapp runs).
 
 `--role web` serves webhooks only, `--role worker` runs tasks only (and /healthz on PORT);
 the default runs both. Several processes share one queue through DATABASE_URL=postgresql://.
@@ -152,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "check", "migrate-store"]
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "check", "migrate-store", "backup"],
     )
     parser.add_argument(
         "--role",
@@ -160,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         default=Role.ALL.value,
         help="all (default): webhooks and tasks; web: webhooks only; worker: tasks only",
     )
-    parser.add_argument("--to", help="migrate-store: the PostgreSQL URL to copy into")
+    parser.add_argument(
+        "--to",
+        help="migrate-store: the PostgreSQL URL to copy into; backup: the file to write "
+        "(default $MC_DATA_DIR/backups/ghapp-<time>.sqlite3)",
+    )
     parser.add_argument(
         "--from",
         dest="source",
@@ -174,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return check.main()
+    if args.command == "backup":
+        from ghapp.backup import main as backup
+
+        return backup(args.to)
     if args.command == "migrate-store":
         return migrate_store(args.to, args.source, args.replace)
     return serve(Role(args.role))
