@@ -144,6 +144,7 @@ class TaskRunner:
         self._jobs: dict[int, asyncio.Task[None]] = {}
         self._swept_at = float("-inf")
         self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
         self._waiting_announced: set[int] = set()
         self._budget_alerts: set[tuple[date, str]] = set()
 
@@ -179,6 +180,9 @@ class TaskRunner:
     async def stop(self) -> None:
         """Stop claiming and running agents; their leases end now, so any node resumes them."""
         if self._loop is not None:
+            # The flag ends the loop even if a timeout swallows the cancel (seen on 3.11).
+            self._stopping = True
+            self._wake.set()
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
@@ -197,14 +201,16 @@ class TaskRunner:
             await asyncio.gather(*list(self._jobs.values()), return_exceptions=True)
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.fill()
             except Exception:
                 log.exception("claiming tasks failed; trying again shortly")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of stop()
-            # when a wake-up lands at the same moment, and this loop would never end.
+            # when a wake-up lands at the same moment; stop()'s flag ends the loop anyway.
+            if self._stopping:
+                return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.poll_s):
                     await self._wake.wait()
