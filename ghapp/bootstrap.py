@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
-from ghapp.agent.factory import claude_worker
+from ghapp.agent.factory import claude_worker, sandbox_checks
 from ghapp.agent.logview import AgentLogReader
 from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
@@ -28,6 +28,7 @@ from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.messaging.fanout import FanOut
+from ghapp.repo_settings import Caps
 from ghapp.slack.bot import EVENTS_PATH, SlackBot
 from ghapp.store.pg_schema import TELEGRAM_LOCK
 from ghapp.store.pg_signals import PgLeader, PgListener
@@ -36,6 +37,7 @@ from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
 from ghapp.web import WebDeps, create_app
 from ghapp.workspace.git import GitWorkspace
+from ghapp.workspace.settings import MirrorSettings
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,19 @@ def open_store(settings: Settings) -> TaskStore:
     return SqliteTaskStore(settings.sqlite_path)
 
 
+def caps(settings: Settings) -> Caps:
+    """The operator's limits over a repository's `.github/ghapp.yml`."""
+    models = settings.models or ((settings.model,) if settings.model else ())
+    return Caps(
+        models=models,
+        max_budget_usd=settings.task_budget_max_usd,
+        max_turns=settings.max_turns,
+        timeout_s=settings.soft_timeout_s,
+        verify_timeout_max_s=settings.verify_timeout_max_s,
+        protected_paths=settings.protected_paths,
+    )
+
+
 def build(
     settings: Settings,
     *,
@@ -156,11 +171,15 @@ def build(
         settings.task_budget_max_usd,
         settings.command,
     )
-    service = TaskService(store, forge, reporter, clock, limits)
+    git = GitWorkspace(settings.data_dir, settings.worker_user)
+    repo_settings = MirrorSettings(git, caps(settings))
+    service = TaskService(store, forge, reporter, clock, limits, repo_settings)
     before_runner: list[Callable[[], Awaitable[object]]] = []
     runner = None
     if role.runs_tasks:
-        runner = _runner(settings, store, forge, reporter, clock, worker, worker_env, poll_s)
+        runner = _runner(
+            settings, store, forge, reporter, clock, worker, worker_env, poll_s, git, repo_settings
+        )
         if isinstance(runner.worker, ClaudeWorker):
             before_runner.append(runner.worker.reap_leftovers)
         service.runner = runner
@@ -246,6 +265,8 @@ def _runner(
     worker: Worker | None,
     worker_env: dict[str, str] | None,
     poll_s: float,
+    git: GitWorkspace,
+    repo_settings: MirrorSettings,
 ) -> TaskRunner:
     """The task runner with its agent, mirrors and checkouts on this process's own disk."""
     if worker is None:
@@ -253,7 +274,7 @@ def _runner(
     return TaskRunner(
         store,
         forge,
-        GitWorkspace(settings.data_dir, settings.worker_user),
+        git,
         worker,
         reporter,
         clock,
@@ -271,6 +292,8 @@ def _runner(
             context_max_chars=settings.context_max_chars,
         ),
         logs=AgentLogReader(),
+        settings=repo_settings,
+        checks=sandbox_checks(settings, worker),
     )
 
 

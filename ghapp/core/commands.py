@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ghapp.core.model import BadCommand
 
 _BUDGET = re.compile(r"(?:^|\s)budget\s*=\s*(\S*)", re.IGNORECASE)
-_WORDS = ("status", "cancel", "retry", "help")
+_WORDS = ("status", "cancel", "retry", "help", "config")
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,14 @@ class NewTaskCommand:
 
 @dataclass(frozen=True)
 class SimpleCommand:
-    """status, cancel, retry or help: no arguments."""
+    """status, cancel, retry, help or config: no arguments."""
 
     name: str
 
     @property
     def changes_state(self) -> bool:
-        """Only writers may cancel or retry; anyone who can comment may ask."""
-        return self.name in ("cancel", "retry")
+        """Only writers may cancel, retry, or make ghapp fetch the repository for config."""
+        return self.name in ("cancel", "retry", "config")
 
 
 Command = NewTaskCommand | SimpleCommand
@@ -43,6 +43,7 @@ def help_text(prefix: str, max_budget_usd: float) -> str:
         f"`{prefix} status` where this task stands\n"
         f"`{prefix} cancel` stop the queued or running task\n"
         f"`{prefix} retry` run the failed or cancelled task again\n"
+        f"`{prefix} config` the effective settings (`.github/ghapp.yml` over the operator's)\n"
         f"`{prefix} help` this text"
     )
 

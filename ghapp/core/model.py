@@ -275,6 +275,7 @@ class PullRequest:
     url: str
     head: str
     state: str = "open"
+    draft: bool = False
 
 
 class GhappError(Exception):

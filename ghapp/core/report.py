@@ -29,6 +29,7 @@ def render_tracking(
     position: int | None = None,
     log_tail: str = "",
     notes: str = "",
+    gate: str = "",
     now: datetime | None = None,
 ) -> str:
     """The body of the tracking comment for the task's current state."""
@@ -57,6 +58,8 @@ def render_tracking(
         lines.append(f"Reason: {task.failure_reason}")
         if task.state is TaskState.FAILED:
             lines.append(f"Comment `{prefix} retry` to run it again.")
+    if gate:
+        lines.append(f"Checks: {gate}")
     if notes:
         lines.append(f"Network: {notes} (the operator may allow hosts with MC_AGENT_ALLOW_HOSTS)")
     if log_tail and task.state is TaskState.FAILED:
@@ -84,12 +87,20 @@ class Reporter:
         self.prefix = prefix
 
     async def track(
-        self, task: Task, *, position: int | None = None, log_tail: str = "", notes: str = ""
+        self,
+        task: Task,
+        *,
+        position: int | None = None,
+        log_tail: str = "",
+        notes: str = "",
+        gate: str = "",
     ) -> int | None:
         """Create or edit the task's tracking comment; returns the comment id."""
         if self.forge is None or task.issue_number <= 0:
             return task.tracking_comment_id
-        body = render_tracking(task, self.prefix, position=position, log_tail=log_tail, notes=notes)
+        body = render_tracking(
+            task, self.prefix, position=position, log_tail=log_tail, notes=notes, gate=gate
+        )
         try:
             if task.tracking_comment_id is None:
                 return await self.forge.comment(
