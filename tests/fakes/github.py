@@ -173,6 +173,7 @@ class FakeGitHub:
         self.reactions: list[tuple[str, str]] = []
         self.comment_edits: list[tuple[int, str]] = []  # (comment id, new body), in order
         self.pulls: dict[tuple[str, int], Pull] = {}
+        self.drafts_supported = True  # False: a private repository on GitHub Free
         self.tokens: dict[str, tuple[int, float]] = {}  # token -> (installation, expiry)
         self.log: list[LoggedRequest] = []
         self.requests = 0
@@ -770,6 +771,9 @@ class FakeGitHub:
             if p.repo == repo and p.state == "open" and (p.head, p.base) == (head, base):
                 exists = f"A pull request already exists for {repo.split('/')[0]}:{head}."
                 raise _invalid("PullRequest", "custom", None, exists)
+        if data.get("draft") and not self.drafts_supported:
+            refused = "Draft pull requests are not supported in this repository."
+            raise _invalid("PullRequest", "custom", None, refused)
         number = self._next_number(repo)
         title, body = str(data.get("title", "")), str(data.get("body") or "")
         self.issues[(repo, number)] = Issue(repo, number, title, body, is_pr=True)
