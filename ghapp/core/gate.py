@@ -57,7 +57,9 @@ class RepoSettings:
 
     def describe(self) -> str:
         """The effective settings as `/mc config` shows them."""
-        where = f"`{SETTINGS_PATH}` at {self.source_sha[:12]}" if self.present else "no file"
+        where = f"`{SETTINGS_PATH}`" if self.present else f"no `{SETTINGS_PATH}`"
+        if self.source_sha:
+            where += f" on the base branch at {self.source_sha[:12]}"
         rows = [
             ("base_branch", self.base_branch or "(the repository's default)"),
             ("instructions", self.instructions_path or "(none)"),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from ghapp.__main__ import main
 from ghapp.core.gate import (
     DEFAULT_PROTECTED,
     OnRed,
@@ -139,3 +142,25 @@ def test_test_files_are_recognised() -> None:
         "conftest.py",
         "src/AppTest.java",
     ]
+
+
+def test_check_config_validates_a_file_locally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = tmp_path / "good.yml", tmp_path / "bad.yml"
+    good.write_text("version: 1\nverify: [make test]\n")
+    bad.write_text("version: 1\nverify: [make test]\nmax_budget_usd: 20\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MC_TASK_BUDGET_MAX_USD", "10")
+    assert main(["check-config", str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        ".github/ghapp.yml:3: max_budget_usd: 20 is over the operator's cap 10 "
+        "(MC_TASK_BUDGET_MAX_USD)"
+    )
+    monkeypatch.setenv("MC_TASK_BUDGET_MAX_USD", "25")
+    monkeypatch.setenv("MC_DAILY_BUDGET_USD", "50")
+    assert main(["check-config", str(bad)]) == 0  # this operator allows it
+    assert main(["check-config", str(tmp_path / "missing.yml")]) == 2
