@@ -18,6 +18,7 @@ from ghapp.agent.factory import claude_worker, sandbox_checks
 from ghapp.agent.logview import AgentLogReader
 from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
+from ghapp.core.ci import CiPolicy, CiWatcher
 from ghapp.core.model import TaskState, utcnow
 from ghapp.core.ports import Messenger, TaskStore, Worker
 from ghapp.core.report import NullMessenger, Reporter
@@ -185,8 +186,21 @@ def build(
         service.runner = runner
     inbox = None
     if role.serves_webhooks:
+        policy = CiPolicy(
+            max_per_pr=settings.ci_fix_max,
+            budget_usd=settings.task_budget_usd,
+            author_email=git.author_email,
+            prefix=settings.command,
+            max_budget_usd=settings.task_budget_max_usd,
+        )
+        watcher = CiWatcher(store, forge, forge, repo_settings, service.submit, clock, policy)
         ctx = Context(
-            service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
+            service,
+            store,
+            settings.trigger_label,
+            settings.command,
+            settings.task_budget_max_usd,
+            watcher,
         )
         inbox = ClaimingInbox(store, ctx, clock, settings.node_id)
     app = Ghapp(

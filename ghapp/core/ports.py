@@ -15,6 +15,7 @@ from ghapp.core.model import (
     DEFAULT_LEASE_S,
     LOCAL_NODE,
     BudgetView,
+    CheckRun,
     Claim,
     Delivery,
     Installation,
@@ -22,6 +23,7 @@ from ghapp.core.model import (
     Lease,
     NewTask,
     Project,
+    PullHead,
     PullRequest,
     Repository,
     Task,
@@ -268,6 +270,26 @@ class Forge(Protocol):
 
     async def issue(self, installation_id: int, repo: str, number: int) -> IssueText | None:
         """An issue's or PR's title and description; None when it does not exist."""
+        ...
+
+
+class CiForge(Protocol):
+    """What the forge says about CI on a pull request (GitHub: checks and Actions)."""
+
+    async def pull_head(self, installation_id: int, repo: str, number: int) -> PullHead | None:
+        """The pull request's current head; None when it does not exist."""
+        ...
+
+    async def check_runs(self, installation_id: int, repo: str, sha: str) -> list[CheckRun]:
+        """The latest check run of each name on a commit."""
+        ...
+
+    async def committer_email(self, installation_id: int, repo: str, sha: str) -> str:
+        """Who committed a commit (its committer's email), to tell ghapp's from a person's."""
+        ...
+
+    async def job_log(self, installation_id: int, repo: str, job_id: int) -> str | None:
+        """An Actions job's log; None when the check run has none (another app's check)."""
         ...
 
 

@@ -106,6 +106,20 @@ class TaskService:
             return "refused"
         if isinstance(trig.command, NewTaskCommand):
             return await self._queue(trig, trig.command)
+        if trig.command.name == "autofix":
+            if (
+                not trig.is_pull_request
+                or await self.store.task_for_pr(trig.repo, trig.number) is None
+            ):
+                await self._say(trig, "Autofix applies to MissionControl's pull requests.")
+                return "ignored: not a MissionControl pull request"
+            state = (
+                "on: red CI on a head MissionControl pushed gets a follow-up"
+                if trig.command.arg == "on"
+                else "off: red CI gets no follow-up"
+            )
+            await self._say(trig, f"Autofix is {state} for this pull request.")
+            return f"autofix {trig.command.arg}"
         if trig.command.name == "config":
             await self._say(trig, await self.describe_settings(trig.installation_id, trig.repo))
             return "config"

@@ -15,6 +15,7 @@ from gidgethub import BadRequest
 from ghapp.core.model import GhappError, IssueText, PullRequest, Remark, Repository, Thread
 from ghapp.core.ports import InstallationAccess
 from ghapp.github.auth import AppAuth, GitHubClient
+from ghapp.github.checks_api import ChecksApi
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _pull(data: dict[str, Any]) -> PullRequest:
     )
 
 
-class GitHubForge:
+class GitHubForge(ChecksApi):
     """Forge on GitHub: relative URLs, one token retry after a 401, serial spaced writes."""
 
     def __init__(

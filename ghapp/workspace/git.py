@@ -124,6 +124,11 @@ class GitWorkspace:
         self._locks: dict[Path, asyncio.Lock] = {}
         self._open: dict[Path, _Checkout] = {}
 
+    @property
+    def author_email(self) -> str:
+        """The email of ghapp's commits: how a head ghapp pushed is told from a person's."""
+        return self._author[1]
+
     # -- the Vcs port -------------------------------------------------------------------
     async def prepare(
         self, task: Task, repo: Repository, token: str, *, fetch: bool = True

@@ -3,19 +3,24 @@ decides the gate, verify runs in the sandbox, and the PR says what the checks sa
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from ghapp.core.model import Task
-from ghapp.core.ports import AgentOutcome, AgentRequest
 from tests.conftest import payload
 from tests.fakes.git_http import push_files
-from tests.fakes.stack import OWNER, REPO, Stack, close_stack, eventually, make_stack
+from tests.fakes.stack import (
+    OWNER,
+    REPO,
+    FileWorker,
+    Stack,
+    close_stack,
+    eventually,
+    make_stack,
+)
 
 GATE = """\
 version: 1
@@ -24,26 +29,6 @@ verify:
 on_red: {on_red}
 verify_retries: 1
 """
-
-
-@dataclass
-class FileWorker:
-    """An in-process agent: each run writes the next round's files and commits them."""
-
-    rounds: list[dict[str, str]]
-    requests: list[AgentRequest] = field(default_factory=list)
-
-    async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
-        self.requests.append(request)
-        files = self.rounds[min(len(self.requests), len(self.rounds)) - 1]
-        for rel, text in files.items():
-            target = request.cwd / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        for argv in (["git", "add", "-A"], ["git", "commit", "-qm", f"round {len(self.requests)}"]):
-            proc = await asyncio.create_subprocess_exec(*argv, cwd=request.cwd)
-            assert await proc.wait() == 0
-        return AgentOutcome(True, 0.01, f"round {len(self.requests)}")
 
 
 @pytest.fixture
