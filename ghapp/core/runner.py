@@ -184,8 +184,11 @@ class TaskRunner:
                 await self.fill()
             except Exception:
                 log.exception("claiming tasks failed; trying again shortly")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of stop()
+            # when a wake-up lands at the same moment, and this loop would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                async with asyncio.timeout(self.config.poll_s):
+                    await self._wake.wait()
 
     async def sweep(self) -> None:
         """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
@@ -311,55 +314,16 @@ class TaskRunner:
             if run.stop.is_set():
                 await self._hold(run)
                 return _Result(TaskState.CANCELLED, "cancelled before the agent started")
-            if settings.setup and self.checks is not None:
-                await self._track(task, gate=f"running setup ({len(settings.setup)} commands)")
-                setup = await self.checks.run(
-                    settings.setup,
-                    ws,
-                    network=True,
-                    timeout_s=settings.verify_timeout_s,
-                    stop=run.stop,
-                    keep_going=False,
-                )
-                if not run.stop.is_set() and not green(setup):
-                    failed = next(r for r in setup if not r.passed)
-                    reason = f"setup command `{failed.command}` failed; the agent did not run"
-                    return _Result(TaskState.FAILED, reason, tail=failed.tail)
+            refused = await self._setup(task, run, ws, settings)
+            if refused is not None:
+                return refused
             started = self.clock.now()
             outcome = await self._run_agent(task, ws, log_path, run.stop, convo, settings)
             cost_box[0] = outcome.cost_usd
             rescued = await self.vcs.rescue(ws)
-            gate = None
-            base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
-            checks = self.checks
-            if (
-                outcome.completed
-                and settings.verify
-                and checks is not None
-                and await self.vcs.commits_since(ws, base)
-            ):
-
-                async def track(state: str) -> None:
-                    await self._track(task, gate=state)
-
-                async def fix(failure: str, budget: float) -> AgentOutcome:
-                    again = await self._run_agent(
-                        task, ws, log_path, run.stop, convo, settings, failure, budget
-                    )
-                    cost_box[0] += again.cost_usd
-                    return again
-
-                outcome, gate = await verify(
-                    self.vcs,
-                    checks,
-                    ws,
-                    settings,
-                    outcome,
-                    stop=run.stop,
-                    budget_left=lambda: self._budget(task, settings) - cost_box[0],
-                    track=track,
-                    fix=fix,
-                )
+            outcome, gate = await self._gate(
+                task, run, ws, settings, outcome, convo, log_path, cost_box
+            )
             duration = (self.clock.now() - started).total_seconds()
             async with asyncio.timeout(self.config.grace_s):
                 result = await self._publish(
@@ -369,6 +333,68 @@ class TaskRunner:
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
+
+    async def _setup(
+        self, task: Task, run: _Run, ws: Workspace, settings: RepoSettings
+    ) -> _Result | None:
+        """The repository's setup commands before the agent; a failure ends the attempt."""
+        if not settings.setup or self.checks is None:
+            return None
+        await self._track(task, gate=f"running setup ({len(settings.setup)} commands)")
+        results = await self.checks.run(
+            settings.setup,
+            ws,
+            network=True,
+            timeout_s=settings.verify_timeout_s,
+            stop=run.stop,
+            keep_going=False,
+        )
+        if run.stop.is_set() or green(results):
+            return None
+        failed = next(r for r in results if not r.passed)
+        reason = f"setup command `{failed.command}` failed; the agent did not run"
+        return _Result(TaskState.FAILED, reason, tail=failed.tail)
+
+    async def _gate(
+        self,
+        task: Task,
+        run: _Run,
+        ws: Workspace,
+        settings: RepoSettings,
+        outcome: AgentOutcome,
+        convo: Conversation,
+        log_path: Path,
+        cost_box: list[float],
+    ) -> tuple[AgentOutcome, Gate | None]:
+        """The verify gate, for a completed run with commits and a repository that has one."""
+        base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
+        checks = self.checks
+        if not (outcome.completed and settings.verify and checks is not None):
+            return outcome, None
+        if not await self.vcs.commits_since(ws, base):
+            return outcome, None
+
+        async def track(state: str) -> None:
+            await self._track(task, gate=state)
+
+        async def fix(failure: str, budget: float) -> AgentOutcome:
+            again = await self._run_agent(
+                task, ws, log_path, run.stop, convo, settings, failure, budget
+            )
+            cost_box[0] += again.cost_usd
+            return again
+
+        return await verify(
+            self.vcs,
+            checks,
+            ws,
+            settings,
+            outcome,
+            stop=run.stop,
+            budget_left=lambda: self._budget(task, settings) - cost_box[0],
+            track=track,
+            fix=fix,
+        )
 
     def _budget(self, task: Task, settings: RepoSettings) -> float:
         """The attempt's cap: the task's, lowered by the repository's max_budget_usd."""
