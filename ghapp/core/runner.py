@@ -125,6 +125,7 @@ class TaskRunner:
         self._jobs: dict[int, asyncio.Task[None]] = {}
         self._swept_at = float("-inf")
         self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
         self._waiting_announced: set[int] = set()
         self._budget_alerts: set[tuple[date, str]] = set()
 
@@ -155,12 +156,15 @@ class TaskRunner:
         for task in await self.store.requeue_expired(self.clock.now(), self.config.node):
             log.warning("task %s was running when its worker stopped; queued again", task.id)
         self._swept_at = time.monotonic()
+        self._stopping = False
         self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
 
     async def stop(self) -> None:
         """Stop claiming and running agents; their leases end now, so any node resumes them."""
+        self._stopping = True  # ends the loop even if a library swallows the cancel
         if self._loop is not None:
             self._loop.cancel()
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         runs = list(self._runs.values())
@@ -178,14 +182,13 @@ class TaskRunner:
             await asyncio.gather(*list(self._jobs.values()), return_exceptions=True)
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.fill()
             except Exception:
                 log.exception("claiming tasks failed; trying again shortly")
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of stop()
-            # when a wake-up lands at the same moment, and this loop would never end.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel of stop().
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.poll_s):
                     await self._wake.wait()

@@ -110,6 +110,7 @@ async def test_an_unknown_key_refuses_the_task_before_the_agent(stack: Stack) ->
     assert task.state.value == "failed" and worker.requests == [] and task.cost_usd == 0
     assert task.failure_reason is not None
     assert task.failure_reason.startswith(".github/ghapp.yml:2: verfy: unknown key")
+    await eventually(lambda: "State: failed" in stack.comments(1)[0])  # written after the store
     [tracking] = stack.comments(1)
     assert ".github/ghapp.yml:2: verfy: unknown key; the keys are version" in tracking
     assert stack.github.pulls == {} and "mc/" not in branches(stack)
