@@ -115,7 +115,7 @@ class CiWatcher:
             repo=repo,
             installation_id=inst,
             issue_number=number,
-            requester="ci",
+            requester=root.requester,  # spends on behalf of whoever asked for the PR
             instructions=text,
             budget_usd=min(self.policy.budget_usd, self.policy.max_budget_usd),
             title=root.title,

@@ -98,6 +98,7 @@ async def test_one_follow_up_per_red_head_with_the_failing_output(stack: Stack) 
     await red(stack, "check_run")
     [task] = await ci_tasks(stack)
     assert task.is_pull_request and task.issue_number == pr_number(stack)
+    assert task.requester == OWNER  # who asked for the PR; its spend is on their behalf
     assert f"CI failed on head {first}" in task.instructions
     prompt = worker.requests[1].prompt
     assert "CI failed on this pull request" in prompt
