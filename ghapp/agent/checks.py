@@ -33,11 +33,9 @@ class SandboxChecks:
         sandboxing: SandboxConfig,
         *,
         instance: str = "ghapp",
-        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.identity, self.sandboxing = identity, sandboxing
         self._instance = instance
-        self._extra_env = dict(extra_env or {})
 
     async def run(
         self,
@@ -107,7 +105,6 @@ class SandboxChecks:
             for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 env[key] = url
             env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-        env.update(self._extra_env)
         return env
 
     async def _one(

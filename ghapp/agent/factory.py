@@ -81,13 +81,11 @@ def _instance(settings: Settings) -> str:
     return hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
 
 
-def sandbox_checks(
-    settings: Settings, worker: Worker, extra_env: dict[str, str] | None = None
-) -> SandboxChecks:
+def sandbox_checks(settings: Settings, worker: Worker) -> SandboxChecks:
     """Setup and verify commands in the agent's sandbox, as the agent's user."""
     if isinstance(worker, ClaudeWorker):
         identity, confinement = worker.identity, worker.sandboxing
     else:  # a test's in-process agent: the same confinement as production would use
         identity = agent_identity(settings.worker_user)
         confinement = sandboxing(settings, identity.uid, identity.gid)
-    return SandboxChecks(identity, confinement, instance=_instance(settings), extra_env=extra_env)
+    return SandboxChecks(identity, confinement, instance=_instance(settings))
