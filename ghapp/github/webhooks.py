@@ -199,8 +199,10 @@ class Inbox:
         loop = asyncio.get_running_loop()
         while True:
             timeout = None if self._due is None else max(0.0, self._due - loop.time())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             self._due = None
             try:
