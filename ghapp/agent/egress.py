@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ghapp.agent.relay import pipe
+
 log = logging.getLogger(__name__)
 
 # Public package registries of the major ecosystems (sandbox.md §8); nothing that takes uploads.
@@ -234,7 +236,7 @@ class EgressProxy:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
             up_w.write(forward)
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
 
 
 def _host_port(target: str, default: int) -> tuple[str, int]:
@@ -252,15 +254,3 @@ async def _refuse(writer: asyncio.StreamWriter, status: int, text: str) -> None:
     )
     with contextlib.suppress(ConnectionError):
         await writer.drain()
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    """Copy one direction until EOF, then half-close."""
-    try:
-        while chunk := await src.read(1 << 16):
-            dst.write(chunk)
-            await dst.drain()
-        if dst.can_write_eof():
-            dst.write_eof()
-    except (ConnectionError, OSError):
-        dst.close()

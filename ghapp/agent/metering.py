@@ -29,7 +29,6 @@ MAX_REQUEST = 64 << 20
 # Request headers passed upstream besides every anthropic-* header; the credential is ours.
 FORWARD_HEADERS = ("content-type", "accept", "user-agent", "x-stainless-retry-count")
 RESPONSE_HEADERS = ("content-type", "request-id", "anthropic-ratelimit-unified-status")
-CREDENTIAL_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 Book = Callable[[float], Awaitable[None]]
 
 
@@ -235,6 +234,8 @@ class MeteringProxy:
         if parts:
             meter.feed_body(b"".join(parts))
             parts.clear()
+        if meter.error:
+            log.warning("%s: the model API streamed an error: %s", self.label, meter.error)
         if not meter.usage:
             return
         try:

@@ -24,7 +24,8 @@ LIMITS = {
 }
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy one direction until EOF, then half-close (egress.py uses it too)."""
     try:
         while chunk := await src.read(1 << 16):
             dst.write(chunk)
@@ -42,7 +43,7 @@ def _bridge(path: str):  # type: ignore[no-untyped-def]
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer), return_exceptions=True)
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer), return_exceptions=True)
         up_w.close()
         writer.close()
 
