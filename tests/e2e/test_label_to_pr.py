@@ -47,12 +47,17 @@ def labeled(scenario: str) -> dict[str, Any]:
 
 
 async def finished(stack: Stack) -> Task:
+    """Wait until the task is over and the issue has heard so (the state is written first)."""
     assert stack.app is not None
     store = stack.app.store
+    ending = {TaskState.SUCCEEDED: "rocket", TaskState.FAILED: "confused"}
 
     async def done() -> bool:
         task = await store.latest_task_for(REPO, 1)
-        return task is not None and task.state.terminal
+        if task is None or not task.state.terminal:
+            return False
+        told = ending.get(task.state)
+        return told is None or (f"issue:{REPO}#1", told) in stack.reactions()
 
     await eventually(done, within=90)
     task = await store.latest_task_for(REPO, 1)
