@@ -53,9 +53,10 @@ class Trigger:
 async def requester_refusal(forge: Forge | None, task: Task) -> str | None:
     """Why the person who asked for a GitHub task may no longer spend on it, asked afresh.
 
-    None when they still may write (or the task came from the operator's chat).
+    None when they still may write, or when no person asked now: the operator's chat, or a
+    red-CI follow-up ghapp queued itself (bounded by MC_CI_FIX_MAX, stopped by autofix off).
     """
-    if task.source.from_chat:
+    if task.source.from_chat or task.source is TaskSource.CI:
         return None
     role = (
         "none"

@@ -70,7 +70,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = SqliteTaskStore(tmp_path / "db.sqlite3")
     await store.migrate()
-    forge, clock, messenger = MemoryForge(), FakeClock(), RecordingMessenger()
+    forge, clock, messenger = MemoryForge({"alice": "write"}), FakeClock(), RecordingMessenger()
     vcs = MemoryVcs(tmp_path / "work")
     worker = ScriptedWorker(vcs)
     settings, checks = MemorySettings(), ScriptedChecks()
