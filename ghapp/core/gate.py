@@ -56,6 +56,14 @@ class RepoSettings:
     ci_fix: bool = True
     source_sha: str = ""  # the base-branch commit the file was read at
 
+    def budget(self, task_budget: float) -> float:
+        """An attempt's cap: the task's, lowered by the repository's max_budget_usd."""
+        return task_budget if self.max_budget_usd is None else min(task_budget, self.max_budget_usd)
+
+    def timeout_s(self, operator_s: float) -> float:
+        """The agent's soft timeout: the repository's timeout_min, else the operator's."""
+        return operator_s if self.timeout_min is None else self.timeout_min * 60
+
     def describe(self) -> str:
         """The effective settings as `/mc config` shows them."""
         where = f"`{SETTINGS_PATH}`" if self.present else f"no `{SETTINGS_PATH}`"

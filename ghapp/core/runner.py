@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader, Conversation
-from ghapp.core.gate import WORKFLOWS, OnRed, RepoSettings, SettingsInvalid, green, touched
+from ghapp.core.gate import RepoSettings, SettingsInvalid, touched
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
@@ -43,7 +43,14 @@ from ghapp.core.ports import (
 from ghapp.core.prompt import build_prompt
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
-from ghapp.core.verifying import Gate, pr_body, verify
+from ghapp.core.verifying import (
+    Gate,
+    block_reason,
+    pr_body,
+    run_setup,
+    verify,
+    workflow_refusal,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -383,20 +390,11 @@ class TaskRunner:
         self, task: Task, run: _Run, ws: Workspace, settings: RepoSettings
     ) -> _Result | None:
         """The repository's setup commands before the agent; a failure ends the attempt."""
-        if not settings.setup or self.checks is None:
+        if self.checks is None:
             return None
-        await self._track(task, gate=f"running setup ({len(settings.setup)} commands)")
-        results = await self.checks.run(
-            settings.setup,
-            ws,
-            network=True,
-            timeout_s=settings.verify_timeout_s,
-            stop=run.stop,
-            keep_going=False,
-        )
-        if run.stop.is_set() or green(results):
+        failed = await run_setup(self.checks, ws, settings, run.stop, self._tracker(task))
+        if failed is None:
             return None
-        failed = next(r for r in results if not r.passed)
         reason = f"setup command `{failed.command}` failed; the agent did not run"
         return _Result(TaskState.FAILED, reason, tail=failed.tail)
 
@@ -412,15 +410,8 @@ class TaskRunner:
         cost_box: list[float],
     ) -> tuple[AgentOutcome, Gate | None]:
         """The verify gate, for a completed run with commits and a repository that has one."""
-        base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
-        checks = self.checks
-        if not (outcome.completed and settings.verify and checks is not None):
+        if self.checks is None:
             return outcome, None
-        if not await self.vcs.commits_since(ws, base):
-            return outcome, None
-
-        async def track(state: str) -> None:
-            await self._track(task, gate=state)
 
         async def fix(failure: str, budget: float) -> AgentOutcome:
             again = await self._run_agent(
@@ -431,21 +422,24 @@ class TaskRunner:
 
         return await verify(
             self.vcs,
-            checks,
+            self.checks,
             ws,
             settings,
             outcome,
+            base=ws.start_sha if task.parent_task_id is not None else ws.base_sha,
             stop=run.stop,
-            budget_left=lambda: self._budget(task, settings) - cost_box[0],
-            track=track,
+            budget_left=lambda: settings.budget(task.budget_usd) - cost_box[0],
+            track=self._tracker(task),
             fix=fix,
         )
 
-    def _budget(self, task: Task, settings: RepoSettings) -> float:
-        """The attempt's cap: the task's, lowered by the repository's max_budget_usd."""
-        if settings.max_budget_usd is None:
-            return task.budget_usd
-        return min(task.budget_usd, settings.max_budget_usd)
+    def _tracker(self, task: Task) -> Callable[[str], Awaitable[object]]:
+        """Shows the gate's state on the task's tracking comment."""
+
+        async def track(state: str) -> None:
+            await self._track(task, gate=state)
+
+        return track
 
     async def _track(
         self,
@@ -488,9 +482,6 @@ class TaskRunner:
         budget_usd: float | None = None,
     ) -> AgentOutcome:
         """Run the worker; an exception from it is a failed run that cost nothing known."""
-        timeout_s = self.config.soft_timeout_s
-        if settings.timeout_min is not None:
-            timeout_s = settings.timeout_min * 60
         request = AgentRequest(
             task_id=task.id,
             prompt=build_prompt(
@@ -503,9 +494,9 @@ class TaskRunner:
             ),
             cwd=ws.path,
             home=ws.home,
-            budget_usd=self._budget(task, settings) if budget_usd is None else budget_usd,
+            budget_usd=settings.budget(task.budget_usd) if budget_usd is None else budget_usd,
             log_path=log_path,
-            soft_timeout_s=timeout_s,
+            soft_timeout_s=settings.timeout_s(self.config.soft_timeout_s),
             kill_after_s=self.config.kill_after_s,
             max_turns=settings.max_turns or self.config.max_turns,
             attempt=task.attempt,
@@ -544,14 +535,9 @@ class TaskRunner:
         base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
         commits = await self.vcs.commits_since(ws, base)
         changed = await self.vcs.changed_files(ws, ws.base_sha) if commits else []
-        workflows = touched(changed, [WORKFLOWS])
-        if workflows:
-            listed = ", ".join(f"`{p}`" for p in workflows[:20])
-            return _Result(
-                TaskState.FAILED,
-                f"the change touches {listed}: ghapp never pushes .github/workflows/, "
-                "so nothing was pushed",
-            )
+        refused = workflow_refusal(changed)
+        if refused is not None:
+            return _Result(TaskState.FAILED, refused)
         if commits:
             await self._hold(run)
             await self._with_token(task, lambda token: self.vcs.push(ws, token))
@@ -563,7 +549,7 @@ class TaskRunner:
         if not outcome.completed:
             reason = outcome.reason or "the agent did not complete"
             if outcome.stopped is StopReason.TIMEOUT:
-                reason = f"stopped after {self.config.soft_timeout_s:g} s"
+                reason = f"stopped after {settings.timeout_s(self.config.soft_timeout_s):g} s"
             return _Result(TaskState.FAILED, f"{reason}{saved}")
         if not commits:
             return _Result(TaskState.FAILED, "the agent made no commits")
@@ -571,12 +557,10 @@ class TaskRunner:
             log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
         line = gate.line() if gate is not None else ""
         red = gate is not None and not gate.green
-        if red and settings.on_red is OnRed.BLOCK:
-            assert gate is not None
-            failed = [r for r in gate.results if not r.passed]
-            names = ", ".join(f"`{r.command}`" for r in failed)
-            reason = f"verify failed ({names}) and on_red is block: no pull request{saved}"
-            return _Result(TaskState.FAILED, reason, gate=line, tail=failed[0].tail)
+        blocked = block_reason(gate, settings)
+        if blocked is not None:
+            reason, tail = blocked
+            return _Result(TaskState.FAILED, f"{reason}{saved}", gate=line, tail=tail)
         protected = touched(changed, settings.protected_paths)
         body = pr_body(task, outcome, commits, duration, gate, protected)
         await self._hold(run)

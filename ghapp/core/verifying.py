@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ghapp.core.gate import (
+    WORKFLOWS,
     CheckResult,
     OnRed,
     RepoSettings,
@@ -16,6 +17,7 @@ from ghapp.core.gate import (
     checks_section,
     failure_text,
     green,
+    touched,
 )
 from ghapp.core.model import Task
 from ghapp.core.ports import AgentOutcome, Checks, StopReason, Vcs, Workspace
@@ -55,16 +57,20 @@ async def verify(
     settings: RepoSettings,
     outcome: AgentOutcome,
     *,
+    base: str,
     stop: asyncio.Event,
     budget_left: Callable[[], float],
     track: Track,
     fix: Fix,
-) -> tuple[AgentOutcome, Gate]:
+) -> tuple[AgentOutcome, Gate | None]:
     """Verify with the network off; with on_red fix, up to verify_retries agent rounds.
 
-    Each round's tree is put back exactly as verified, so what is pushed is what passed.
-    A stop (cancel, lost lease) ends it as a cancelled run.
+    No gate (None) for a run that did not complete, made no commits since `base`, or a
+    repository without verify commands. Each round's tree is put back exactly as verified,
+    so what is pushed is what passed. A stop (cancel, lost lease) ends it as cancelled.
     """
+    if not (outcome.completed and settings.verify and await vcs.commits_since(ws, base)):
+        return outcome, None
     first_red: str | None = None
     rounds = fixes = 0
     while True:
@@ -111,6 +117,46 @@ async def verify(
             shown = ", ".join(f"`{p}`" for p in tests[:20])
             gate.flags.append(f"Tests were changed to pass: {shown}.")
     return outcome, gate
+
+
+async def run_setup(
+    checks: Checks, ws: Workspace, settings: RepoSettings, stop: asyncio.Event, track: Track
+) -> CheckResult | None:
+    """The repository's setup commands before the agent, with its network; the failed one."""
+    if not settings.setup:
+        return None
+    await track(f"running setup ({len(settings.setup)} commands)")
+    results = await checks.run(
+        settings.setup,
+        ws,
+        network=True,
+        timeout_s=settings.verify_timeout_s,
+        stop=stop,
+        keep_going=False,
+    )
+    if stop.is_set():
+        return None
+    return next((r for r in results if not r.passed), None)
+
+
+def workflow_refusal(changed: Sequence[str]) -> str | None:
+    """Why nothing may be pushed: the change touches .github/workflows/."""
+    workflows = touched(changed, [WORKFLOWS])
+    if not workflows:
+        return None
+    listed = ", ".join(f"`{p}`" for p in workflows[:20])
+    return (
+        f"the change touches {listed}: ghapp never pushes .github/workflows/, so nothing was pushed"
+    )
+
+
+def block_reason(gate: Gate | None, settings: RepoSettings) -> tuple[str, str] | None:
+    """Why a red gate opens no pull request (on_red: block), and the first failure's tail."""
+    if gate is None or gate.green or settings.on_red is not OnRed.BLOCK:
+        return None
+    failed = [r for r in gate.results if not r.passed]
+    names = ", ".join(f"`{r.command}`" for r in failed)
+    return f"verify failed ({names}) and on_red is block: no pull request", failed[0].tail
 
 
 def pr_body(
