@@ -69,8 +69,11 @@ def render_tracking(
         lines.append(f"Reason: {one_line(task.failure_reason)}")
         if task.state is TaskState.FAILED:
             lines.append(f"Comment `{prefix} retry` to run it again.")
-    if gate:
-        lines.append(f"Checks: {gate}")
+    if gate:  # one line, and at the end of a follow-up its Checks section below it
+        line, _, section = gate.partition("\n")
+        lines.append(f"Checks: {line}")
+        if section:
+            lines += ["", section]
     if notes:
         lines.append(f"Network: {notes} (the operator may allow hosts with MC_AGENT_ALLOW_HOSTS)")
     if log_tail and task.state is TaskState.FAILED:

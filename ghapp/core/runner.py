@@ -555,7 +555,8 @@ class TaskRunner:
             return _Result(TaskState.FAILED, "the agent made no commits")
         if rescued:
             log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
-        line = gate.line() if gate is not None else ""
+        follow_up = task.parent_task_id is not None
+        line = gate.report(section=follow_up) if gate is not None else ""
         red = gate is not None and not gate.green
         blocked = block_reason(gate, settings)
         if blocked is not None:
@@ -576,7 +577,7 @@ class TaskRunner:
                 body=body,
                 draft=red or bool(protected),
             )
-        elif task.parent_task_id is None:
+        elif not follow_up:
             await self.forge.update_pr(task.installation_id, task.repo, pr.number, body=body)
         await self.store.update(
             task.id, pr_number=pr.number, pr_url=pr.url, summary=outcome.summary[:4000]

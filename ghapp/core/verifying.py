@@ -49,6 +49,15 @@ class Gate:
         rounds = f" after {self.rounds} rounds" if self.rounds > 1 else ""
         return f"verify {word}{rounds}: {passed} of {len(self.results)} commands passed"
 
+    def report(self, *, section: bool) -> str:
+        """The line, and with `section` the Checks section below it (for a PR whose
+        description ghapp does not rewrite: a follow-up's checks go in its tracking comment)."""
+        if not section:
+            return self.line()
+        return (
+            f"{self.line()}\n{checks_section(self.results, flags=self.flags, rounds=self.rounds)}"
+        )
+
 
 async def verify(
     vcs: Vcs,

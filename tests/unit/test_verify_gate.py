@@ -145,6 +145,39 @@ async def test_red_with_fix_gives_the_agent_the_failure_then_opens_ready(rig: Ri
     assert "Tests were changed" not in body
 
 
+async def test_a_follow_ups_checks_go_in_its_tracking_comment_not_the_pr_body(rig: Rig) -> None:
+    rig.use(on_red=OnRed.DRAFT)
+    first = await rig.run()
+    assert first.pr_number is not None
+    body = rig.body(first)
+    rig.checks.passes = lambda command: False  # the follow-up's change breaks the tests
+    follow = await rig.service.submit(
+        NewTask(
+            source=TaskSource.REVIEW,
+            repo="octo/app",
+            installation_id=1,
+            issue_number=first.pr_number,
+            requester="alice",
+            instructions="rename it",
+            budget_usd=5.0,
+            is_pull_request=True,
+            branch=first.branch,
+            pr_number=first.pr_number,
+            parent_task_id=first.id,
+        )
+    )
+    assert follow is not None
+    await rig.runner.fill()
+    await rig.runner.drain()
+    done = await rig.store.get_task(follow.id)
+    assert done is not None and done.state is TaskState.SUCCEEDED
+    assert rig.body(first) == body  # the description stays the first task's
+    final = rig.forge.edits[-1][1]
+    assert f"task #{follow.id}" in final
+    assert "Checks: verify failed: 0 of 1 commands passed" in final
+    assert "❌ `pytest -q`: failed" in final and "assert 1 == 2" in final
+
+
 async def test_fix_that_changes_tests_to_pass_is_flagged(rig: Rig) -> None:
     rig.use(on_red=OnRed.FIX)
     fixed_after(rig, 2)
