@@ -9,7 +9,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from ghapp.core.model import GhappError
-from ghapp.core.publish import fenced
+from ghapp.core.publish import code, fenced
 
 SETTINGS_PATH = ".github/ghapp.yml"
 WORKFLOWS = ".github/workflows/**"
@@ -136,7 +136,7 @@ def checks_section(
     for r in results:
         mark = "passed" if r.passed else ("timed out" if r.timed_out else "failed")
         icon = "✅" if r.passed else "❌"
-        lines.append(f"- {icon} `{r.command}`: {mark} in {r.duration_s:.1f} s")
+        lines.append(f"- {icon} {code(r.command)}: {mark} in {r.duration_s:.1f} s")
         if not r.passed and r.tail:
             lines += [
                 "",

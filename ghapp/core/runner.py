@@ -41,6 +41,7 @@ from ghapp.core.ports import (
     Workspace,
 )
 from ghapp.core.prompt import build_prompt
+from ghapp.core.publish import code
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
 from ghapp.core.verifying import (
@@ -395,7 +396,7 @@ class TaskRunner:
         failed = await run_setup(self.checks, ws, settings, run.stop, self._tracker(task))
         if failed is None:
             return None
-        reason = f"setup command `{failed.command}` failed; the agent did not run"
+        reason = f"setup command {code(failed.command)} failed; the agent did not run"
         return _Result(TaskState.FAILED, reason, tail=failed.tail)
 
     async def _gate(

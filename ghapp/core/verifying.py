@@ -21,7 +21,7 @@ from ghapp.core.gate import (
 )
 from ghapp.core.model import Task
 from ghapp.core.ports import AgentOutcome, Checks, StopReason, Vcs, Workspace
-from ghapp.core.publish import fenced, quoted
+from ghapp.core.publish import code, fenced, quoted
 
 log = logging.getLogger(__name__)
 MIN_FIX_USD = 0.05  # below this, a fix round could not do anything useful
@@ -123,7 +123,7 @@ async def verify(
     if first_red is not None and gate.green:
         tests = changed_tests(await vcs.changed_files(ws, first_red))
         if tests:
-            shown = ", ".join(f"`{p}`" for p in tests[:20])
+            shown = ", ".join(code(p) for p in tests[:20])
             gate.flags.append(f"Tests were changed to pass: {shown}.")
     return outcome, gate
 
@@ -153,7 +153,7 @@ def workflow_refusal(changed: Sequence[str]) -> str | None:
     workflows = touched(changed, [WORKFLOWS])
     if not workflows:
         return None
-    listed = ", ".join(f"`{p}`" for p in workflows[:20])
+    listed = ", ".join(code(p) for p in workflows[:20])
     return (
         f"the change touches {listed}: ghapp never pushes .github/workflows/, so nothing was pushed"
     )
@@ -164,7 +164,7 @@ def block_reason(gate: Gate | None, settings: RepoSettings) -> tuple[str, str] |
     if gate is None or gate.green or settings.on_red is not OnRed.BLOCK:
         return None
     failed = [r for r in gate.results if not r.passed]
-    names = ", ".join(f"`{r.command}`" for r in failed)
+    names = ", ".join(code(r.command) for r in failed)
     return f"verify failed ({names}) and on_red is block: no pull request", failed[0].tail
 
 
@@ -196,7 +196,7 @@ def pr_body(
         if not gate.green:
             lines += ["", "The checks failed, so this pull request is a draft."]
     if protected:
-        paths = "\n".join(f"- `{p}`" for p in protected[:100])
+        paths = "\n".join(f"- {code(p)}" for p in protected[:100])
         lines += [
             "",
             "### Protected paths",

@@ -25,6 +25,7 @@ from tests.fakes.memory import (
     ScriptedChecks,
     ScriptedWorker,
 )
+from tests.unit.test_publish import CLOSING, HOSTILE, MENTION, code_blocks, live_text
 
 
 @dataclass
@@ -176,6 +177,20 @@ async def test_a_follow_ups_checks_go_in_its_tracking_comment_not_the_pr_body(ri
     assert f"task #{follow.id}" in final
     assert "Checks: verify failed: 0 of 1 commands passed" in final
     assert "❌ `pytest -q`: failed" in final and "assert 1 == 2" in final
+
+
+async def test_hostile_output_and_paths_stay_inert_in_the_pr_body(rig: Rig) -> None:
+    rig.use(on_red=OnRed.DRAFT)
+    rig.checks.passes = lambda command: False
+    rig.checks.output = HOSTILE
+    path = ".github/`x @maintainer Closes #3`.md"  # the agent names its own files
+    rig.vcs.files["c0 agent work"] = [path]
+    done = await rig.run()
+    body = rig.body(done)
+    live = live_text(body)
+    assert CLOSING.findall(live) == ["Closes #5"], live  # ghapp's own, for its issue
+    assert MENTION.findall(live) == ["@a"], live  # "Requested by @alice": ghapp's own
+    assert any("Closes" in block for block in code_blocks(body))  # the output, as code
 
 
 async def test_fix_that_changes_tests_to_pass_is_flagged(rig: Rig) -> None:
