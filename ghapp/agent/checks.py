@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from ghapp.agent import sandbox
+from ghapp.agent.cgroup import AttemptCgroup
 from ghapp.agent.claude import RUN_MARKER, SAFE_PATH, SandboxConfig
 from ghapp.agent.egress import EgressProxy
 from ghapp.agent.jail import Identity, Jail
@@ -50,15 +51,19 @@ class SandboxChecks:
         """Run the commands in order; a failure ends the run unless keep_going."""
         marker = f"{RUN_MARKER}={self._instance}:{uuid.uuid4().hex}"
         bridges = (sandbox.EGRESS_SOCKET,) if network else ()
+        lim = self.sandboxing.limits
+        cgroup = None
+        if self.sandboxing.memory_cgroups:  # the agent's memory and process caps, as for it
+            cgroup = AttemptCgroup(f"checks-{marker[-12:]}", lim.memory_mb, lim.max_procs)
         jail = await asyncio.to_thread(
             Jail.open,
             self.identity,
             ws.path,
             ws.home,
             self.sandboxing.bwrap,
-            self.sandboxing.limits,
+            lim,
             (),
-            None,
+            cgroup,
             marker,
             bridges,
         )
