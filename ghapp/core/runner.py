@@ -41,10 +41,10 @@ from ghapp.core.prompt import build_prompt
 from ghapp.core.publish import fenced, quoted
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
+from ghapp.core.transitions import WAITING_FOR_BUDGET
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WAITING_FOR_BUDGET = "waiting for daily budget"
 
 
 @dataclass(frozen=True)
