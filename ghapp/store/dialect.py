@@ -25,6 +25,15 @@ DeliveryItem = tuple[str, str, bytes, datetime]  # id, event, body, received_at
 MarkItem = tuple[str, datetime, str | None]  # id, processed_at, error
 
 
+def steps_after(version: int, migrations: Sequence[Sequence[str]]) -> list[str]:
+    """The statements that bring a schema at `version` up to date; a newer one is refused."""
+    if version > len(migrations):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this ghapp ({len(migrations)})"
+        )
+    return [statement for step in migrations[version:] for statement in step]
+
+
 class Conn(Protocol):
     """One connection, inside the transaction the caller opened."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from ghapp.store.dialect import steps_after
+
 if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -171,13 +173,8 @@ async def apply_migrations(conn: Conn) -> int:
     await conn.execute("CREATE TABLE IF NOT EXISTS ghapp_schema (version INTEGER NOT NULL)")
     found = await conn.fetchval("SELECT max(version) FROM ghapp_schema")
     version = int(found) if found is not None else 0
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this ghapp ({SCHEMA_VERSION})"
-        )
-    for step in MIGRATIONS[version:]:
-        for statement in step:
-            await conn.execute(statement)
+    for statement in steps_after(version, MIGRATIONS):
+        await conn.execute(statement)
     if found is None:
         await conn.execute("INSERT INTO ghapp_schema (version) VALUES ($1)", SCHEMA_VERSION)
     elif version != SCHEMA_VERSION:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiosqlite
 
+from ghapp.store.dialect import steps_after
+
 BUSY_TIMEOUT_MS = 5000
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -166,13 +168,8 @@ async def apply_migrations(db: aiosqlite.Connection) -> int:
     """
     found = await db.execute_fetchall("PRAGMA user_version")
     version = int(next(iter(found))["user_version"])  # rows are dicts (SqliteTaskStore)
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this ghapp ({SCHEMA_VERSION})"
-        )
-    for step in MIGRATIONS[version:]:
-        for statement in step:
-            await db.execute(statement)
+    for statement in steps_after(version, MIGRATIONS):
+        await db.execute(statement)
     if version != SCHEMA_VERSION:
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return SCHEMA_VERSION
