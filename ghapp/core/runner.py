@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+DEFAULT_MAX_TURNS = 200
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     """Limits and places the runner needs; copied from Settings by bootstrap."""
@@ -57,7 +60,7 @@ class RunnerConfig:
     soft_timeout_s: float = 1800.0
     kill_after_s: float = 60.0
     grace_s: float = 300.0
-    max_turns: int | None = 200
+    max_turns: int | None = DEFAULT_MAX_TURNS
     poll_s: float = 5.0
     cancel_poll_s: float = 2.0
     progress_s: float = 60.0

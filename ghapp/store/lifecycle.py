@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 from ghapp.core import transitions as rule
 from ghapp.core.model import (
+    ACTIVE_STATES,
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
@@ -31,7 +32,7 @@ from ghapp.store.dialect import CANCEL_CHANNEL, QUEUE_CHANNEL, Conn
 from ghapp.store.records import Records
 from ghapp.store.rows import ledger_from_row, task_from_row
 
-ACTIVE = "state IN ('queued', 'running')"
+ACTIVE = f"state IN ({', '.join(repr(s.value) for s in ACTIVE_STATES)})"
 ORDER_FOR_LISTING = """
     ORDER BY state = 'queued',
              CASE WHEN state = 'queued' THEN created_at END,
