@@ -116,15 +116,7 @@ def cancel_requested(now: datetime) -> Values:
 
 def cancelled(now: datetime, reason: str) -> Values:
     """What cancelling a queued task writes."""
-    return {
-        "state": TaskState.CANCELLED,
-        "finished_at": now,
-        "failure_reason": reason,
-        "wait_reason": None,
-        "reserved_usd": 0.0,
-        "updated_at": now,
-        **NO_LEASE,
-    }
+    return _ended(TaskState.CANCELLED, now, reason)
 
 
 def requeued(attempt: int, now: datetime) -> Values:
@@ -174,8 +166,13 @@ def orphaned(task: Task, now: datetime, max_attempts: int) -> Values:
 
 def _failed(now: datetime, reason: str) -> Values:
     """A task ended by the store itself, with nothing booked (no attempt ran to an end)."""
+    return _ended(TaskState.FAILED, now, reason)
+
+
+def _ended(state: TaskState, now: datetime, reason: str) -> Values:
+    """A task ended without an attempt running to its end: nothing booked, nothing reserved."""
     return {
-        "state": TaskState.FAILED,
+        "state": state,
         "finished_at": now,
         "failure_reason": reason,
         "wait_reason": None,
