@@ -119,6 +119,9 @@ class Settings:
         return tuple(v for v in values if v)
 
 
+DEFAULTS = Settings(webhook_secret="")
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a .env file; quotes stripped, comments and blanks skipped."""
     values: dict[str, str] = {}
@@ -361,9 +364,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_attempts=r.integer("MC_MAX_ATTEMPTS", d.max_attempts, minimum=1),
         retention_days=r.number("MC_RETENTION_DAYS", d.retention_days, minimum=1.0),
     )
-
-
-DEFAULTS = Settings(webhook_secret="")
 
 
 def default_node_id(data_dir: Path) -> str:

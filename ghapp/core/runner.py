@@ -45,9 +45,7 @@ from ghapp.core.transitions import WAITING_FOR_BUDGET
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-DEFAULT_MAX_TURNS = 200
+DEFAULT_MAX_TURNS = 200  # the agent's --max-turns backstop (MC_MAX_TURNS)
 
 
 @dataclass(frozen=True)

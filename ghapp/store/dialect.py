@@ -3,6 +3,12 @@ places where SQLite and PostgreSQL write a statement differently.
 
 Statements are written once, with PostgreSQL's `$1` placeholders; a dialect's `Conn`
 translates them (SQLite: `?1`) and converts values both ways at its edge.
+
+A new store method goes into records.py (or lifecycle.py, for tasks) once: `async with
+self._tx() as conn` for writes, `self._read()` for reads, SQL both dialects accept (upserts
+with ON CONFLICT, RETURNING, COALESCE). Where they cannot share a statement, compute in
+Python inside the transaction (lock rows with `self._locking()`), or add one piece here that
+each dialect fills in. A table is a schema step in sqlite/schema.py and postgres/schema.py.
 """
 
 from __future__ import annotations
