@@ -47,13 +47,13 @@ ALLOWED = {
 
 @dataclass(frozen=True)
 class Caps:
-    """The operator's limits over what a repository's file may ask for."""
+    """The operator's limits over what a repository's file may ask for (from Settings)."""
 
-    models: tuple[str, ...] = ()
-    max_budget_usd: float = 10.0
-    max_turns: int = 200
-    timeout_s: float = 1800.0
-    verify_timeout_max_s: float = 1800.0
+    models: tuple[str, ...]
+    max_budget_usd: float
+    max_turns: int
+    timeout_s: float
+    verify_timeout_max_s: float
     protected_paths: tuple[str, ...] = DEFAULT_PROTECTED
 
 

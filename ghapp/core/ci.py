@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ghapp.core.commands import SimpleCommand, parse_command
 from ghapp.core.gate import SettingsInvalid, tail_lines
 from ghapp.core.model import (
+    WRITERS,
     BadCommand,
     CheckRun,
     GhappError,
@@ -154,7 +155,7 @@ class CiWatcher:
             if not isinstance(command, SimpleCommand) or command.name != "autofix":
                 continue
             role = await self.forge.permission(inst, repo, remark.author)
-            if role in ("admin", "maintain", "write"):
+            if role in WRITERS:
                 return command.arg == "on"
         return True
 

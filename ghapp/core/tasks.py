@@ -9,13 +9,12 @@ from typing import Protocol
 
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.gate import SettingsInvalid
-from ghapp.core.model import GhappError, NewTask, Task, TaskSource, TaskState
+from ghapp.core.model import WRITERS, GhappError, NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import Clock, Forge, SettingsSource, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
 log = logging.getLogger(__name__)
-WRITERS = frozenset({"admin", "maintain", "write"})
 
 
 @dataclass(frozen=True)

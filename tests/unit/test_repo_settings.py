@@ -37,7 +37,13 @@ protected_paths:
   - migrations/**
 ci_fix: false
 """
-CAPS = Caps(models=("claude-sonnet-4-5",), max_budget_usd=10, max_turns=200, timeout_s=1800)
+CAPS = Caps(
+    models=("claude-sonnet-4-5",),
+    max_budget_usd=10,
+    max_turns=200,
+    timeout_s=1800,
+    verify_timeout_max_s=1800,
+)
 
 
 def test_a_full_file_gives_every_setting_and_adds_to_the_operators_paths() -> None:
