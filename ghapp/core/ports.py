@@ -448,6 +448,7 @@ class StopReason(StrEnum):
     TIMEOUT = "timeout"
     BUDGET = "budget reached"
     DISK = "disk limit"
+    LEASE_LOST = "lease lost"  # another node may hold the task now
 
 
 @dataclass(frozen=True)
@@ -483,11 +484,26 @@ class LogReader(Protocol):
         ...
 
 
+class NoticeKind(StrEnum):
+    """What a notice is about; messengers pick icons and threads by it."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    BUDGET_WAIT = "budget_wait"
+    PR_OPENED = "pr_opened"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MERGED = "merged"
+    CLOSED = "closed"
+    BUDGET_80 = "budget_80"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
 @dataclass(frozen=True)
 class Notice:
     """Something the operator wants to hear about."""
 
-    kind: str
+    kind: NoticeKind
     text: str
     task: Task | None = None
 
