@@ -7,11 +7,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
-from ghapp.core.gate import SettingsInvalid
-from ghapp.core.model import Lease, LeaseLost, PullRequest, Task, TaskState
-from ghapp.core.ports import AgentOutcome, Clock, Forge, StopReason, TaskStore
+from ghapp.core.context import Conversation
+from ghapp.core.gate import RepoSettings, SettingsInvalid
+from ghapp.core.model import Lease, LeaseLost, PullRequest, Repository, Task, TaskState
+from ghapp.core.ports import AgentOutcome, Clock, Forge, StopReason, TaskStore, Workspace
+from ghapp.core.verifying import Gate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,6 +30,23 @@ class Ending:
     notes: str = ""  # for the final tracking comment, e.g. hosts the egress proxy refused
     gate: str = ""  # the verify gate's outcome, for the final tracking comment
     tail: str = ""  # shown instead of the log's last lines (a failed check's output)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What an attempt works on once its checkout is ready."""
+
+    task: Task
+    repo: Repository
+    ws: Workspace
+    settings: RepoSettings
+    convo: Conversation
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        """Where this attempt's commits start: a follow-up builds on its PR's commits."""
+        return self.ws.start_sha if self.task.parent_task_id is not None else self.ws.base_sha
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,8 @@ class Attempt:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: StopReason | None = None  # why ghapp stopped it (cancel asked, lease lost)
     cost_usd: float = 0.0  # what its agent runs cost, as ghapp's proxy metered
+    rescued: bool = False  # uncommitted work was committed for the agent
+    gate: Gate | None = None  # the verify gate's result, when the repository has one
 
     @property
     def lost(self) -> bool:

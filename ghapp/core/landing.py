@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ghapp.core.attempt import Attempt, Ending
-from ghapp.core.gate import RepoSettings, touched
-from ghapp.core.model import Repository, Task, TaskState
-from ghapp.core.ports import AgentOutcome, Forge, StopReason, TaskStore, Vcs, Workspace
-from ghapp.core.verifying import Gate, block_reason, pr_body, workflow_refusal
+from ghapp.core.attempt import Attempt, Ending, Job
+from ghapp.core.gate import touched
+from ghapp.core.model import TaskState
+from ghapp.core.ports import AgentOutcome, Forge, StopReason, TaskStore, Vcs
+from ghapp.core.verifying import block_reason, pr_body, workflow_refusal
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +24,12 @@ class Landing:
     soft_timeout_s: float
 
     async def land(
-        self,
-        task: Task,
-        attempt: Attempt,
-        repo: Repository,
-        ws: Workspace,
-        outcome: AgentOutcome,
-        duration: float,
-        settings: RepoSettings,
-        gate: Gate | None,
-        rescued: bool,
+        self, attempt: Attempt, job: Job, outcome: AgentOutcome, duration: float
     ) -> Ending:
         """Push, and open the PR only for a completed run with commits; the gate and the
         protected paths decide whether it is ready, a draft, or no PR at all."""
-        base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
-        commits = await self.vcs.commits_since(ws, base)
+        task, repo, ws, settings, gate = job.task, job.repo, job.ws, job.settings, attempt.gate
+        commits = await self.vcs.commits_since(ws, job.base)
         changed = await self.vcs.changed_files(ws, ws.base_sha) if commits else []
         refused = workflow_refusal(changed)
         if refused is not None:
@@ -58,7 +49,7 @@ class Landing:
             return Ending(TaskState.FAILED, f"{reason}{saved}")
         if not commits:
             return Ending(TaskState.FAILED, "the agent made no commits")
-        if rescued:
+        if attempt.rescued:
             log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
         follow_up = task.parent_task_id is not None
         line = gate.report(section=follow_up) if gate is not None else ""

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ghapp.core.attempt import Attempt, Ending, LeaseTimes
-from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader, Conversation
+from ghapp.core.attempt import Attempt, Ending, Job, LeaseTimes
+from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader
 from ghapp.core.ending import Finisher
 from ghapp.core.gate import RepoSettings, SettingsInvalid
 from ghapp.core.landing import Landing
@@ -37,14 +37,13 @@ from ghapp.core.ports import (
     TaskStore,
     Vcs,
     Worker,
-    Workspace,
 )
 from ghapp.core.prompt import build_prompt
 from ghapp.core.publish import code
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
 from ghapp.core.transitions import WAITING_FOR_BUDGET
-from ghapp.core.verifying import Gate, run_setup, verify
+from ghapp.core.verifying import run_setup, verify
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TURNS = 200  # the agent's --max-turns backstop (MC_MAX_TURNS)
@@ -285,57 +284,96 @@ class TaskRunner:
             if attempt.stop.is_set():
                 await attempt.hold()
                 return Ending(TaskState.CANCELLED, "cancelled before the agent started")
-            refused = await self._setup(task, attempt, ws, settings)
+            job = Job(task, repo, ws, settings, convo, log_path)
+            refused = await self._setup(attempt, job)
             if refused is not None:
                 return refused
             started = self.clock.now()
-            agent = _Agent(self, task, ws, log_path, attempt, convo, settings)
-            outcome = attempt.spent(await agent.run())
-            rescued = await self.vcs.rescue(ws)
-            outcome, gate = await self._gate(agent, outcome)
+            outcome = attempt.spent(await self._agent(attempt, job))
+            attempt.rescued = await self.vcs.rescue(ws)
+            outcome = await self._gate(attempt, job, outcome)
             duration = (self.clock.now() - started).total_seconds()
             async with asyncio.timeout(self.config.grace_s):
-                ending = await self.landing.land(
-                    task, attempt, repo, ws, outcome, duration, settings, gate, rescued
-                )
+                ending = await self.landing.land(attempt, job, outcome, duration)
             return replace(ending, notes=outcome.egress_blocked)
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
 
-    async def _setup(
-        self, task: Task, attempt: Attempt, ws: Workspace, settings: RepoSettings
-    ) -> Ending | None:
+    async def _setup(self, attempt: Attempt, job: Job) -> Ending | None:
         """The repository's setup commands before the agent; a failure ends the attempt."""
         if self.checks is None:
             return None
-        failed = await run_setup(self.checks, ws, settings, attempt.stop, self._tracker(task))
+        track = self._tracker(job.task)
+        failed = await run_setup(self.checks, job.ws, job.settings, attempt.stop, track)
         if failed is None:
             return None
         reason = f"setup command {code(failed.command)} failed; the agent did not run"
         return Ending(TaskState.FAILED, reason, tail=failed.tail)
 
-    async def _gate(self, agent: _Agent, outcome: AgentOutcome) -> tuple[AgentOutcome, Gate | None]:
+    async def _agent(
+        self, attempt: Attempt, job: Job, failure: str = "", budget_usd: float | None = None
+    ) -> AgentOutcome:
+        """Run the worker; an exception from it is a failed run that cost nothing known."""
+        task, ws, settings = job.task, job.ws, job.settings
+        request = AgentRequest(
+            task_id=task.id,
+            prompt=build_prompt(
+                task,
+                ws,
+                job.convo,
+                guidance=settings.instructions,
+                guidance_path=settings.instructions_path,
+                failure=failure,
+            ),
+            cwd=ws.path,
+            home=ws.home,
+            budget_usd=settings.budget(task.budget_usd) if budget_usd is None else budget_usd,
+            log_path=job.log_path,
+            soft_timeout_s=settings.timeout_s(self.config.soft_timeout_s),
+            kill_after_s=self.config.kill_after_s,
+            max_turns=settings.max_turns or self.config.max_turns,
+            attempt=task.attempt,
+            model=settings.model,
+        )
+        ticker = asyncio.create_task(self._progress(task))
+        try:
+            return await self.worker.run(request, attempt.stop)
+        except Exception as exc:
+            log.exception("agent of task %s crashed", task.id)
+            return AgentOutcome(completed=False, cost_usd=0.0, reason=f"agent crashed: {exc}")
+        finally:
+            ticker.cancel()
+
+    async def _progress(self, task: Task) -> None:
+        """Refresh the tracking comment while the agent runs: elapsed time, metered cost."""
+        while True:
+            await asyncio.sleep(self.config.progress_s)
+            with contextlib.suppress(Exception):
+                await self.ending.track(await self.store.get_task(task.id) or task)
+
+    async def _gate(self, attempt: Attempt, job: Job, outcome: AgentOutcome) -> AgentOutcome:
         """The verify gate, for a completed run with commits and a repository that has one."""
         if self.checks is None:
-            return outcome, None
-        task, ws, attempt, settings = agent.task, agent.ws, agent.attempt, agent.settings
+            return outcome
+        task, settings = job.task, job.settings
 
         async def fix(failure: str, budget: float) -> AgentOutcome:
-            return attempt.spent(await agent.run(failure, budget))
+            return attempt.spent(await self._agent(attempt, job, failure, budget))
 
-        return await verify(
+        outcome, attempt.gate = await verify(
             self.vcs,
             self.checks,
-            ws,
+            job.ws,
             settings,
             outcome,
-            base=ws.start_sha if task.parent_task_id is not None else ws.base_sha,
+            base=job.base,
             stop=attempt.stop,
             budget_left=lambda: settings.budget(task.budget_usd) - attempt.cost_usd,
             track=self._tracker(task),
             fix=fix,
         )
+        return outcome
 
     def _tracker(self, task: Task) -> Callable[[str], Awaitable[object]]:
         """Shows the gate's state on the task's tracking comment."""
@@ -344,56 +382,3 @@ class TaskRunner:
             await self.ending.track(task, gate=state)
 
         return track
-
-
-@dataclass(frozen=True)
-class _Agent:
-    """Runs the agent for one attempt: first with the task, then to fix a failed check."""
-
-    runner: TaskRunner
-    task: Task
-    ws: Workspace
-    log_path: Path
-    attempt: Attempt
-    convo: Conversation
-    settings: RepoSettings
-
-    async def run(self, failure: str = "", budget_usd: float | None = None) -> AgentOutcome:
-        """Run the worker; an exception from it is a failed run that cost nothing known."""
-        task, ws, settings, config = self.task, self.ws, self.settings, self.runner.config
-        request = AgentRequest(
-            task_id=task.id,
-            prompt=build_prompt(
-                task,
-                ws,
-                self.convo,
-                guidance=settings.instructions,
-                guidance_path=settings.instructions_path,
-                failure=failure,
-            ),
-            cwd=ws.path,
-            home=ws.home,
-            budget_usd=settings.budget(task.budget_usd) if budget_usd is None else budget_usd,
-            log_path=self.log_path,
-            soft_timeout_s=settings.timeout_s(config.soft_timeout_s),
-            kill_after_s=config.kill_after_s,
-            max_turns=settings.max_turns or config.max_turns,
-            attempt=task.attempt,
-            model=settings.model,
-        )
-        ticker = asyncio.create_task(self._progress())
-        try:
-            return await self.runner.worker.run(request, self.attempt.stop)
-        except Exception as exc:
-            log.exception("agent of task %s crashed", task.id)
-            return AgentOutcome(completed=False, cost_usd=0.0, reason=f"agent crashed: {exc}")
-        finally:
-            ticker.cancel()
-
-    async def _progress(self) -> None:
-        """Refresh the tracking comment while the agent runs: elapsed time, metered cost."""
-        runner = self.runner
-        while True:
-            await asyncio.sleep(runner.config.progress_s)
-            with contextlib.suppress(Exception):
-                await runner.ending.track(await runner.store.get_task(self.task.id) or self.task)
