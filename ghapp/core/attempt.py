@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from ghapp.core.context import Conversation
 from ghapp.core.gate import RepoSettings, SettingsInvalid
-from ghapp.core.model import Lease, LeaseLost, PullRequest, Repository, Task, TaskState
+from ghapp.core.model import Lease, LeaseLost, Repository, Task, TaskState
 from ghapp.core.ports import AgentOutcome, Clock, Forge, StopReason, TaskStore, Workspace
 from ghapp.core.verifying import Gate
 
@@ -26,7 +26,6 @@ class Ending:
 
     state: TaskState
     reason: str | None = None
-    pr: PullRequest | None = None
     notes: str = ""  # for the final tracking comment, e.g. hosts the egress proxy refused
     gate: str = ""  # the verify gate's outcome, for the final tracking comment
     tail: str = ""  # shown instead of the log's last lines (a failed check's output)

@@ -78,4 +78,4 @@ class Landing:
         await self.store.update(
             task.id, pr_number=pr.number, pr_url=pr.url, summary=outcome.summary[:4000]
         )
-        return Ending(TaskState.SUCCEEDED, pr=pr, gate=line)
+        return Ending(TaskState.SUCCEEDED, gate=line)
