@@ -153,8 +153,8 @@ def build(
         raise ValueError("APP_ID and PRIVATE_KEY are required to run the GitHub App")
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
-    log_reader = AgentLogReader()
     store = open_store(settings)
+    log_reader = AgentLogReader(store)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
     forge = GitHubForge(auth, write_interval_s=settings.write_interval_s, secrets=settings.secrets)
@@ -285,7 +285,7 @@ def _runner(
             context_max_chars=settings.context_max_chars,
             max_attempts=settings.max_attempts,
         ),
-        logs=AgentLogReader(),
+        logs=AgentLogReader(store),
     )
 
 

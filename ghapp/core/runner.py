@@ -502,7 +502,7 @@ class TaskRunner:
         tail = ""
         if done.state is TaskState.FAILED and done.log_path and self.logs is not None:
             with contextlib.suppress(Exception):
-                tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
+                tail = "\n".join((await self.logs.tail(done))[-15:])[-3000:]
         await self._track(done, log_tail=tail, notes=notes)
         if done.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")

@@ -186,6 +186,40 @@ class PgBase:
             )
         return _changed(status)
 
+    # -- task logs ----------------------------------------------------------------------
+    async def append_task_log(self, task_id: int, attempt: int, text: str, keep: int) -> None:
+        """Add readable lines to the task's stored log; only its last `keep` characters stay."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO task_logs (task_id, attempt, text) VALUES ($1, $2, right($3, $4)) "
+                "ON CONFLICT (task_id) DO UPDATE SET text = CASE "
+                "WHEN task_logs.attempt = excluded.attempt "
+                "THEN right(task_logs.text || excluded.text, $4) ELSE excluded.text END, "
+                "attempt = excluded.attempt WHERE task_logs.attempt <= excluded.attempt",
+                task_id,
+                attempt,
+                text,
+                keep,
+            )
+
+    async def task_log(self, task_id: int, attempt: int) -> str | None:
+        """The stored tail of that attempt's log; None when it stored none."""
+        async with self._conn() as conn:
+            found = await conn.fetchval(
+                "SELECT text FROM task_logs WHERE task_id = $1 AND attempt = $2", task_id, attempt
+            )
+        return None if found is None else str(found)
+
+    async def prune_task_logs(self, before: datetime) -> int:
+        """Drop the stored logs of tasks that finished before `before`."""
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "DELETE FROM task_logs WHERE task_id IN "
+                "(SELECT id FROM tasks WHERE finished_at < $1)",
+                pg_value(before),
+            )
+        return _changed(status)
+
     async def claim_deliveries(
         self, node: str, now: datetime, lease_s: float, limit: int = 100
     ) -> list[Delivery]:

@@ -466,6 +466,38 @@ class SqliteTaskStore:
         async with self._write() as db:
             await self._book(db, task_id, attempt, now, cost_usd, at_end=False)
 
+    async def append_task_log(self, task_id: int, attempt: int, text: str, keep: int) -> None:
+        """Add readable lines to the task's stored log; only its last `keep` characters stay."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO task_logs (task_id, attempt, text) VALUES (?1, ?2, substr(?3, -?4)) "
+                "ON CONFLICT (task_id) DO UPDATE SET text = CASE "
+                "WHEN task_logs.attempt = excluded.attempt "
+                "THEN substr(task_logs.text || excluded.text, -?4) ELSE excluded.text END, "
+                "attempt = excluded.attempt WHERE task_logs.attempt <= excluded.attempt",
+                (task_id, attempt, text, keep),
+            )
+
+    async def task_log(self, task_id: int, attempt: int) -> str | None:
+        """The stored tail of that attempt's log; None when it stored none."""
+        async with self._read() as db:
+            row = await one_row(
+                db,
+                "SELECT text FROM task_logs WHERE task_id = ? AND attempt = ?",
+                (task_id, attempt),
+            )
+        return None if row is None else str(row[0])
+
+    async def prune_task_logs(self, before: datetime) -> int:
+        """Drop the stored logs of tasks that finished before `before`."""
+        async with self._write() as db:
+            cursor = await db.execute(
+                "DELETE FROM task_logs WHERE task_id IN "
+                "(SELECT id FROM tasks WHERE finished_at < ?)",
+                (rows.dt_to_db(before),),
+            )
+            return cursor.rowcount
+
     @staticmethod
     async def _book(
         db: aiosqlite.Connection,

@@ -135,7 +135,7 @@ async def test_a_standby_bot_sends_but_polls_only_once_elected(tmp_path: Path) -
         reporter = Reporter(forge, NullMessenger(), "/mc")
         service = TaskService(store, forge, reporter, FakeClock(), Limits(10, 5, 8))
         bot = TelegramBot(
-            fake.token, [CHAT], service, AgentLogReader(), api_url=fake.base_url, config=FAST,
+            fake.token, [CHAT], service, AgentLogReader(store), api_url=fake.base_url, config=FAST,
             polling=False,
         )  # fmt: skip
         try:
