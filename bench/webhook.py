@@ -282,6 +282,12 @@ async def load_wrk(
     }
 
 
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stored(data: Path, prefix: str) -> int:
     """Deliveries of this run that reached ghapp's database."""
     db = sqlite3.connect(data / "ghapp.sqlite3")
@@ -308,6 +314,7 @@ async def measure(
         try:
             await wait_up(port)
             await load(port, 500, concurrency, "warm", workload)
+            cpu_before = cpu_s(proc.pid)
             if use_wrk:
                 result = await load_wrk(port, seconds, concurrency, prefix, workload)
             else:
@@ -323,6 +330,7 @@ async def measure(
                     "p99": pct(lat, 0.99),
                     "errors": float(total - ok),
                 }
+            result["cpu_ms"] = (cpu_s(proc.pid) - cpu_before) * 1000 / max(result["requests"], 1)
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 30)

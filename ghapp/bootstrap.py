@@ -299,6 +299,7 @@ def web_app(app: Ghapp) -> web.Application:
             secret=app.settings.webhook_secret,
             webhook_path=app.settings.webhook_path,
             on_stored=app.inbox.wake,
+            intake=app.inbox.intake,
             health=app.health,
             start=app.start,
             stop=app.stop,
