@@ -30,9 +30,9 @@ from ghapp.github.webhooks import Context, Inbox
 from ghapp.messaging.fanout import FanOut
 from ghapp.retention import DiskGauge, Retention
 from ghapp.slack.bot import EVENTS_PATH, SlackBot
-from ghapp.store.pg_schema import TELEGRAM_LOCK
-from ghapp.store.pg_signals import PgLeader, PgListener
 from ghapp.store.postgres import PostgresTaskStore
+from ghapp.store.postgres.schema import TELEGRAM_LOCK
+from ghapp.store.postgres.signals import PgLeader, PgListener
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
 from ghapp.web import WebDeps, create_app

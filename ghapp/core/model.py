@@ -24,6 +24,8 @@ class TaskState(StrEnum):
 
 
 ACTIVE_STATES = (TaskState.QUEUED, TaskState.RUNNING)
+# GitHub permission levels that may start, stop and steer work.
+WRITERS = frozenset({"admin", "maintain", "write"})
 # The node a store call speaks for when nobody says (one process on one machine).
 LOCAL_NODE = "local"
 # How long a claimed task stays its worker's without a renewal.

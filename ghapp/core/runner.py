@@ -41,10 +41,11 @@ from ghapp.core.prompt import build_prompt
 from ghapp.core.publish import fenced, quoted
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
+from ghapp.core.transitions import WAITING_FOR_BUDGET
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WAITING_FOR_BUDGET = "waiting for daily budget"
+DEFAULT_MAX_TURNS = 200  # the agent's --max-turns backstop (MC_MAX_TURNS)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class RunnerConfig:
     soft_timeout_s: float = 1800.0
     kill_after_s: float = 60.0
     grace_s: float = 300.0
-    max_turns: int | None = 200
+    max_turns: int | None = DEFAULT_MAX_TURNS
     poll_s: float = 5.0
     cancel_poll_s: float = 2.0
     progress_s: float = 60.0

@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Protocol
 
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
-from ghapp.core.model import NewTask, Task, TaskSource, TaskState
+from ghapp.core.model import WRITERS, NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import Clock, Forge, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
 log = logging.getLogger(__name__)
-WRITERS = frozenset({"admin", "maintain", "write"})
 
 
 @dataclass(frozen=True)
