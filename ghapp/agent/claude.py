@@ -239,7 +239,6 @@ class ClaudeWorker:
         shipper = None
         if self._ship_log is not None:
             shipper = LogShipper(self._ship_log, request.task_id, request.attempt, STORED_LOG_CHARS)
-            shipper.start()
         with logfile:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -252,8 +251,6 @@ class ClaudeWorker:
                     start_new_session=True,
                 )
             except (OSError, ValueError) as exc:
-                if shipper is not None:
-                    await shipper.close()
                 return AgentOutcome(False, 0.0, reason=f"cannot start: {exc}")
             log.info(
                 "task %s: agent pid %s as %s%s",

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from ghapp.agent.stream import summaries
-from ghapp.core.model import STORED_LOG_CHARS, Task
+from ghapp.core.model import STORED_LOG_CHARS, Task, TaskState
 from ghapp.core.ports import TaskStore
 
 TAIL_BYTES = 2_000_000
@@ -52,4 +52,9 @@ class AgentLogReader:
             return stored_lines(text)
         if not task.log_path:
             return []
-        return await readable_tail(Path(task.log_path))  # written before the store kept logs
+        try:  # an attempt from before the store kept logs, or lines not shipped yet
+            return await readable_tail(Path(task.log_path))
+        except FileNotFoundError:
+            if task.state is TaskState.RUNNING:  # on another node, its first lines on their way
+                return []
+            raise

@@ -27,20 +27,24 @@ async def test_lines_reach_the_store_in_batches_and_the_rest_at_close(tmp_path: 
             await store.append_task_log(task_id, attempt, text, STORED_LOG_CHARS)
 
         shipper = LogShipper(ship, task.id, task.attempt, STORED_LOG_CHARS)
-        shipper.start()
         for n in range(100):
             shipper.add([f"tool Bash: step {n}"])
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
         assert calls == []  # not a write per line
         shipper.add(["x" * logship.BATCH_CHARS])  # a full batch goes at once
         await asyncio.sleep(0.1)
         assert len(calls) == 1
+        shipper.add(["  -> ok: done"])  # the agent goes quiet: it goes after INTERVAL_S
+        await asyncio.sleep(logship.INTERVAL_S + 0.5)
+        assert len(calls) == 2
         shipper.add(["result: success"])
         await shipper.close()
-        assert len(calls) == 2
+        assert len(calls) == 3
         lines = await AgentLogReader(store).tail(task)
         assert lines[0] == "tool Bash: step 0" and lines[-1] == "result: success"
-        assert len(lines) == 102
+        assert len(lines) == 103
+        await asyncio.sleep(logship.INTERVAL_S + 0.2)
+        assert len(calls) == 3  # nothing left armed after close
     finally:
         await store.close()
 
