@@ -6,7 +6,6 @@ import contextlib
 import logging
 from dataclasses import replace
 from datetime import date
-from pathlib import Path
 
 from ghapp.core.attempt import Attempt, Ending
 from ghapp.core.model import LeaseLost, Task, TaskState, utc_day
@@ -84,7 +83,7 @@ class Finisher:
         """
         if not tail and done.state is TaskState.FAILED and done.log_path and self.logs:
             with contextlib.suppress(Exception):
-                tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
+                tail = "\n".join((await self.logs.tail(done))[-15:])[-3000:]
         await self.track(done, log_tail=tail, notes=notes, gate=gate)
         if done.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")

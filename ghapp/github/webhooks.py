@@ -20,10 +20,21 @@ from ghapp.core.tasks import TaskService
 from ghapp.github import events
 
 log = logging.getLogger(__name__)
-# Intake goes first: the inbox starts when deliveries pause this long, or this late at most,
-# and then takes one batch; under a flood the rest waits in the store, not in memory.
+# Intake goes first: the inbox starts when no webhook is being taken in and deliveries have
+# paused this long, or this late at most, and then takes one batch; under a flood the rest
+# waits in the store, not in memory.
 QUIET_S = 0.02
 MAX_WAIT_S = 1.0
+
+
+class Intake:
+    """How many webhook requests the web layer is taking in right now."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    def busy(self) -> bool:
+        return self.in_flight > 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,7 @@ class Inbox:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._woken = 0.0  # monotonic time of the last wake (a delivery was stored)
+        self.intake = Intake()
 
     def wake(self) -> None:
         self._woken = time.monotonic()
@@ -201,7 +213,7 @@ class Inbox:
     async def _quiet(self) -> None:
         """Wait for a pause in intake (or MAX_WAIT_S): answering GitHub comes first."""
         for _ in range(round(MAX_WAIT_S / QUIET_S)):
-            if time.monotonic() - self._woken >= QUIET_S:
+            if not self.intake.busy() and time.monotonic() - self._woken >= QUIET_S:
                 return
             await asyncio.sleep(QUIET_S)
 
@@ -238,6 +250,7 @@ class Inbox:
                 if time.monotonic() > deadline:
                     break
                 error = await self._dispatch(delivery.id, delivery.event, delivery.body)
+                await asyncio.sleep(0)  # a request that arrived meanwhile is answered first
                 mark = self.store.mark_delivery(delivery.id, self.clock.now(), error)
                 marks.append(asyncio.ensure_future(mark))
         finally:

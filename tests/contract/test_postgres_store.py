@@ -48,6 +48,10 @@ async def dsn(pg: PgServer) -> AsyncIterator[str]:
         await admin.close()
 
 
+# the step that hashes delivery bodies
+HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])
+
+
 class TestPostgresTaskStore(TaskStoreContract):
     """Runs every contract test on a fresh PostgreSQL schema per test."""
 
@@ -117,10 +121,10 @@ class TestPostgresTaskStore(TaskStoreContract):
     ) -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            for statement in (s for step in MIGRATIONS[:-1] for s in step):  # the step before
+            for statement in (s for step in MIGRATIONS[:HASHES] for s in step):
                 await conn.execute(statement)
             await conn.execute("CREATE TABLE ghapp_schema (version INTEGER NOT NULL)")
-            await conn.execute("INSERT INTO ghapp_schema VALUES ($1)", SCHEMA_VERSION - 1)
+            await conn.execute("INSERT INTO ghapp_schema VALUES ($1)", HASHES)
             for delivery_id, body in (("a", b"X"), ("replay-of-a", b"X"), ("b", b"Y")):
                 await conn.execute(
                     "INSERT INTO deliveries (id, event, body, received_at) "

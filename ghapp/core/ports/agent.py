@@ -8,6 +8,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from ghapp.core.model import Task
+
 
 @dataclass(frozen=True)
 class AgentRequest:
@@ -64,6 +66,9 @@ class Worker(Protocol):
 class LogReader(Protocol):
     """Reads a task log, whose format only the agent adapter knows."""
 
-    async def tail(self, path: Path) -> list[str]:
-        """Readable lines from the end of the log; OSError when it cannot be read."""
+    async def tail(self, task: Task) -> list[str]:
+        """Readable lines from the end of the task's current attempt's log, from any node.
+
+        OSError when it cannot be read.
+        """
         ...

@@ -172,6 +172,21 @@ class TaskStore(Protocol):
         """
         ...
 
+    async def append_task_log(self, task_id: int, attempt: int, text: str, keep: int) -> None:
+        """Add readable log lines to the task's stored tail; only its last `keep` characters stay.
+
+        A newer attempt's lines replace an older one's; an older attempt's are ignored.
+        """
+        ...
+
+    async def task_log(self, task_id: int, attempt: int) -> str | None:
+        """The stored tail of that attempt's log; None when it stored none."""
+        ...
+
+    async def prune_task_logs(self, before: datetime) -> int:
+        """Drop the stored logs of tasks that finished before `before`; how many."""
+        ...
+
     async def requeue_expired(
         self, now: datetime, node: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
     ) -> list[Task]:
