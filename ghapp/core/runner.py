@@ -104,7 +104,7 @@ class TaskRunner:
         self.reporter, self.clock, self.config = reporter, clock, config
         self.settings, self.checks = settings, checks
         self.context = ContextReader(forge, store, config.context_max_chars)
-        self.ending = Finisher(store, reporter, clock, config.daily_budget_usd, logs)
+        self.finisher = Finisher(store, reporter, clock, config.daily_budget_usd, logs)
         self.landing = Landing(store, forge, vcs, config.soft_timeout_s)
         self._wake = asyncio.Event()
         self._runs: dict[int, Attempt] = {}
@@ -193,7 +193,7 @@ class TaskRunner:
             else:
                 log.error("task %s failed: %s", task.id, task.failure_reason)
                 done = await self.store.get_task(task.id) or task
-                await self.ending.report(done, done.cost_usd)
+                await self.finisher.report(done, done.cost_usd)
 
     async def sweep(self) -> None:
         """Requeue tasks whose worker stopped renewing its lease (it died or hung)."""
@@ -214,12 +214,12 @@ class TaskRunner:
             )
             for refused in claim.refused:
                 log.warning("task %s failed at claim: %s", refused.id, refused.failure_reason)
-                await self.ending.report(refused)
+                await self.finisher.report(refused)
             if claim.task is None:
                 waiting = claim.waiting_for_budget
                 if waiting is not None and waiting.id not in self._waiting_announced:
                     self._waiting_announced.add(waiting.id)
-                    await self.ending.track(waiting, position=1)
+                    await self.finisher.track(waiting, position=1)
                     text = f"Task #{waiting.id} is {WAITING_FOR_BUDGET}"
                     await self.reporter.notify(NoticeKind.BUDGET_WAIT, text, waiting)
                 return
@@ -244,7 +244,7 @@ class TaskRunner:
             except Exception as exc:
                 log.exception("task %s failed inside ghapp", task.id)
                 ending = Ending(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
-            await self.ending.finish(attempt, ending)
+            await self.finisher.finish(attempt, ending)
         finally:
             heartbeat.cancel()
             self._runs.pop(task.id, None)
@@ -262,7 +262,7 @@ class TaskRunner:
         task = await self.store.update(
             task.id, log_path=str(log_path), wait_reason=None, context_note=convo.note or None
         )
-        task = await self.ending.track(task)
+        task = await self.finisher.track(task)
         text = f"Task #{task.id} started: {task.repo}#{task.issue_number}"
         await self.reporter.notify(NoticeKind.STARTED, text, task)
         repo = await self.forge.repository(task.installation_id, task.repo)
@@ -350,7 +350,7 @@ class TaskRunner:
         while True:
             await asyncio.sleep(self.config.progress_s)
             with contextlib.suppress(Exception):
-                await self.ending.track(await self.store.get_task(task.id) or task)
+                await self.finisher.track(await self.store.get_task(task.id) or task)
 
     async def _gate(self, attempt: Attempt, job: Job, outcome: AgentOutcome) -> AgentOutcome:
         """The verify gate, for a completed run with commits and a repository that has one."""
@@ -379,6 +379,6 @@ class TaskRunner:
         """Shows the gate's state on the task's tracking comment."""
 
         async def track(state: str) -> None:
-            await self.ending.track(task, gate=state)
+            await self.finisher.track(task, gate=state)
 
         return track
