@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 from cachetools import TLRUCache
-from gidgethub import HTTPException
+from gidgethub import GitHubBroken, HTTPException, RateLimitExceeded
 from gidgethub import aiohttp as gh_aiohttp
 from gidgethub.apps import get_installation_access_token, get_jwt
 
@@ -61,6 +61,13 @@ def retry_delay(exc: HTTPException, attempt: int) -> float | None:
         # GitHub's advice when it says nothing: wait a minute, then back off exponentially.
         return 60.0 * float(2 ** (attempt - 1))
     return None  # a 403 that is a real permission error
+
+
+def github_unavailable(exc: BaseException) -> bool:
+    """GitHub is down, unreachable or rate-limiting: the same call may work later."""
+    if isinstance(exc, GitHubBroken | RateLimitExceeded | aiohttp.ClientError | OSError):
+        return True  # 5xx, an exhausted quota, no connection (TimeoutError is an OSError)
+    return isinstance(exc, HTTPException) and retry_delay(exc, 1) is not None
 
 
 class GitHubClient(gh_aiohttp.GitHubAPI):

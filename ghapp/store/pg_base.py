@@ -170,6 +170,33 @@ class PgBase:
             )
         return [None] * len(batch)
 
+    async def reserve_write(
+        self, installation_id: int, now: datetime, interval_s: float
+    ) -> datetime:
+        """When this installation's next GitHub write may go (spaced across the cluster)."""
+        async with self._conn() as conn:
+            slot: datetime = await conn.fetchval(
+                "INSERT INTO write_slots AS w (installation_id, next_at) VALUES ($1, $2) "
+                "ON CONFLICT (installation_id) DO UPDATE SET next_at = "
+                "GREATEST(w.next_at + make_interval(secs => $3), excluded.next_at) "
+                "RETURNING next_at",
+                installation_id,
+                pg_value(now),
+                float(interval_s),
+            )
+        return slot
+
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET claimed_by = NULL, claimed_until = $1, error = $2 "
+                "WHERE id = $3 AND processed_at IS NULL",
+                pg_value(until),
+                error,
+                delivery_id,
+            )
+
     async def has_delivery(self, delivery_id: str) -> bool:
         """Whether GitHub sent this delivery before."""
         async with self._conn() as conn:

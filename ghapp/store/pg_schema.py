@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from ghapp.core.model import GhappError
+
 if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -211,6 +213,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
     ),
+    # 6: GitHub write pacing per installation, shared by every process of the cluster.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id BIGINT PRIMARY KEY,
+            next_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -227,8 +238,10 @@ async def apply_migrations(conn: Conn) -> int:
     found = await conn.fetchval("SELECT max(version) FROM ghapp_schema")
     version = int(found) if found is not None else 0
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this ghapp ({SCHEMA_VERSION})"
+        raise GhappError(
+            f"DATABASE_URL: the database is at schema version {version}, newer than this "
+            f"ghapp's ({SCHEMA_VERSION}): a newer ghapp upgraded it. Run that version, or "
+            "restore the backup taken before the upgrade (docs/operations.md)"
         )
     for step in MIGRATIONS[version:]:
         for statement in step:

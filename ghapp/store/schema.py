@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiosqlite
 
+from ghapp.core.model import GhappError
+
 BUSY_TIMEOUT_MS = 5000
 ACTIVE = "state IN ('queued', 'running')"
 PRAGMAS = (
@@ -193,6 +195,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
     ),
+    # 7: GitHub write pacing per installation, shared by every process of the store.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id INTEGER PRIMARY KEY,
+            next_at TEXT NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -207,8 +218,10 @@ async def apply_migrations(db: aiosqlite.Connection) -> int:
         row = await cursor.fetchone()
     version = int(row[0]) if row is not None else 0
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"database schema version {version} is newer than this ghapp ({SCHEMA_VERSION})"
+        raise GhappError(
+            f"DATABASE_URL: the database is at schema version {version}, newer than this "
+            f"ghapp's ({SCHEMA_VERSION}): a newer ghapp upgraded it. Run that version, or "
+            "restore the backup taken before the upgrade (docs/operations.md)"
         )
     for step in MIGRATIONS[version:]:
         for statement in step:

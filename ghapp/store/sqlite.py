@@ -215,6 +215,31 @@ class SqliteTaskStore:
             (rows.dt_to_db(processed_at), error, delivery_id),
         )
 
+    async def reserve_write(
+        self, installation_id: int, now: datetime, interval_s: float
+    ) -> datetime:
+        """When this installation's next GitHub write may go (spaced across processes)."""
+        async with self._write() as db:
+            row = await one_row(
+                db, "SELECT next_at FROM write_slots WHERE installation_id = ?", (installation_id,)
+            )
+            last = rows.dt_from_db(row["next_at"]) if row is not None else None
+            slot = now if last is None else max(now, last + timedelta(seconds=interval_s))
+            await db.execute(
+                "INSERT INTO write_slots (installation_id, next_at) VALUES (?, ?) "
+                "ON CONFLICT (installation_id) DO UPDATE SET next_at = excluded.next_at",
+                (installation_id, rows.dt_to_db(slot)),
+            )
+        return slot
+
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        await self._grouped(
+            "UPDATE deliveries SET claimed_by = NULL, claimed_until = ?, error = ? "
+            "WHERE id = ? AND processed_at IS NULL",
+            (rows.dt_to_db(until), error, delivery_id),
+        )
+
     async def has_delivery(self, delivery_id: str) -> bool:
         """Whether GitHub sent this delivery before."""
         async with self._read() as db:

@@ -102,10 +102,12 @@ async def test_setup_then_normal_mode_on_the_same_port(fake: FakeGitHub, tmp_pat
                 assert done.status == 302, await done.text()
                 assert done.headers["Location"].endswith("/installations/new")
 
-            await poll(lambda: answers("/healthz", 200), 30, "normal mode")
+            # Normal mode, though no task can run yet (no Claude CLI or model credential here).
+            await poll(lambda: answers("/healthz", 503), 30, "normal mode")
             async with http.get(base + "/healthz") as health:
                 report = await health.json()
             assert report["database"] == "ok" and "mode" not in report
+            assert "ANTHROPIC_API_KEY" in report["tasks"] and report["ok"] is False
 
             # The webhook secret GitHub generated is the one in force now.
             secret = read_dotenv(cwd / ".env")["WEBHOOK_SECRET"]
