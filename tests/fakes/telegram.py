@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -226,9 +225,11 @@ class FakeTelegram:
 
     async def _get_updates(self, request: web.Request, params: dict[str, Any]) -> web.Response:
         # Like Telegram: a newer getUpdates ends the one in flight with 409 Conflict.
-        if self._poll is not None and not self._poll.done():
-            self._poll.set_result(None)
+        kicked = self._poll
         self._poll = poll = asyncio.get_running_loop().create_future()
+        if kicked is not None and not kicked.done():
+            kicked.set_result(None)
+            await self._wake()
         try:
             return await self._long_poll(request, params, poll)
         finally:
@@ -250,12 +251,9 @@ class FakeTelegram:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0 or poll.done():
                     break
-                waiter = asyncio.ensure_future(self._changed.wait())
-                await asyncio.wait({waiter, poll}, timeout=remaining)
-                if not waiter.done():
-                    waiter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiter
+                try:  # woken by new updates, a mode change or a newer getUpdates
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
                     break
         if poll.done():
             self.conflicts += 1
