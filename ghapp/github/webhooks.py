@@ -223,7 +223,8 @@ class Inbox:
                     await self._wake.wait()
             await self._quiet()
             self._wake.clear()
-            self._due = None
+            if self._due is not None and loop.time() >= self._due:
+                self._due = None  # due now; a wake for new intake keeps a later one scheduled
             try:
                 if await self.process_pending(batches=1):
                     self._wake.set()  # there may be more
