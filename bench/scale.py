@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from ghapp.core.model import NewTask, TaskSource, utcnow  # noqa: E402
 from ghapp.core.ports import AgentOutcome, AgentRequest  # noqa: E402
-from ghapp.store import rows  # noqa: E402
+from ghapp.core.transitions import queued  # noqa: E402
 from ghapp.store.sqlite import SqliteTaskStore  # noqa: E402
+from ghapp.store.sqlite.store import to_db  # noqa: E402
 from tests.conftest import payload  # noqa: E402
 from tests.fakes.ghapp_process import GhappProcess, free_port  # noqa: E402
 from tests.fakes.github import FakeGitHub  # noqa: E402
@@ -84,11 +85,11 @@ def mb(kb: int) -> str:
 def insert_queued(db: Path, first: int, count: int, repo: str = REPO) -> None:
     """Queued first attempts on issues first..first+count-1, in one transaction.
 
-    Uses the store's own row mapping (rows.new_task_values), as create_task does.
+    Uses the store's own values (transitions.queued, to_db), as create_task does.
     """
     now = utcnow()
     values = [
-        rows.new_task_values(
+        queued(
             NewTask(
                 source=TaskSource.LABEL,
                 repo=repo,
@@ -105,11 +106,12 @@ def insert_queued(db: Path, first: int, count: int, repo: str = REPO) -> None:
         for n in range(first, first + count)
     ]
     columns = list(values[0])
+    params = [tuple(to_db(value) for value in row.values()) for row in values]
     sql = f"INSERT INTO tasks ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     conn = sqlite3.connect(db, timeout=30)
     try:
         with conn:
-            conn.executemany(sql, [tuple(v[c] for c in columns) for v in values])
+            conn.executemany(sql, params)
     finally:
         conn.close()
 

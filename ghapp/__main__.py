@@ -1,6 +1,7 @@
 """`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, prune
 (what is older than MC_RETENTION_DAYS, once), migrate-store (copy the SQLite store into
-PostgreSQL) or backup (a consistent copy of the SQLite store, safe while ghapp runs).
+PostgreSQL), backup (a consistent copy of the SQLite store, safe while ghapp runs) or
+check-config PATH (validate a repository's .github/ghapp.yml, e.g. in its own CI).
 
 `--role web` serves webhooks only, `--role worker` runs tasks only (and /healthz on PORT);
 the default runs both. Several processes share one queue through DATABASE_URL=postgresql://.
@@ -183,6 +184,33 @@ def prune() -> int:
     return 0
 
 
+def check_config(path: str | None) -> int:
+    """Validate a `.github/ghapp.yml` the way a task would, against this environment's caps."""
+    from ghapp.bootstrap import caps
+    from ghapp.core.gate import SETTINGS_PATH, SettingsInvalid
+    from ghapp.repo_settings import parse
+
+    target = Path(path or SETTINGS_PATH)
+    try:
+        text = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ghapp: cannot read {target}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        limits = caps(load_settings({**environment(), "WEBHOOK_SECRET": "check-config"}))
+    except ConfigError as exc:
+        print(f"ghapp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = parse(text, limits).settings
+    except SettingsInvalid as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{target}: valid")
+    print(settings.describe())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ghapp",
@@ -193,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check", "prune", "migrate-store", "backup"],
+        choices=["serve", "check", "prune", "migrate-store", "backup", "check-config"],
+    )
+    parser.add_argument(
+        "path", nargs="?", help="check-config: the file (default .github/ghapp.yml)"
     )
     parser.add_argument(
         "--role",
@@ -225,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         from ghapp.backup import main as backup
 
         return backup(args.to)
+    if args.command == "check-config":
+        return check_config(args.path)
     if args.command == "migrate-store":
         return migrate_store(args.to, args.source, args.replace)
     return serve(Role(args.role))

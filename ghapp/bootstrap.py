@@ -15,10 +15,11 @@ import aiohttp
 from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
-from ghapp.agent.factory import claude_worker
+from ghapp.agent.factory import claude_worker, sandbox_checks
 from ghapp.agent.logview import AgentLogReader
 from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
+from ghapp.core.ci import CiPolicy, CiWatcher
 from ghapp.core.model import TaskState, utcnow
 from ghapp.core.ports import Messenger, TaskStore, Worker
 from ghapp.core.report import NullMessenger, Reporter
@@ -29,15 +30,17 @@ from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.messaging.fanout import FanOut
+from ghapp.repo_settings import Caps
 from ghapp.retention import DiskGauge, Retention
 from ghapp.slack.bot import EVENTS_PATH, SlackBot
-from ghapp.store.pg_schema import TELEGRAM_LOCK
-from ghapp.store.pg_signals import PgLeader, PgListener
 from ghapp.store.postgres import PostgresTaskStore
+from ghapp.store.postgres.schema import TELEGRAM_LOCK
+from ghapp.store.postgres.signals import PgLeader, PgListener
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
 from ghapp.web import WebDeps, create_app
 from ghapp.workspace.git import GitWorkspace
+from ghapp.workspace.settings import MirrorSettings
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,19 @@ def open_store(settings: Settings) -> TaskStore:
     return SqliteTaskStore(settings.sqlite_path)
 
 
+def caps(settings: Settings) -> Caps:
+    """The operator's limits over a repository's `.github/ghapp.yml`."""
+    models = settings.models or ((settings.model,) if settings.model else ())
+    return Caps(
+        models=models,
+        max_budget_usd=settings.task_budget_max_usd,
+        max_turns=settings.max_turns,
+        timeout_s=settings.soft_timeout_s,
+        verify_timeout_max_s=settings.verify_timeout_max_s,
+        protected_paths=settings.protected_paths,
+    )
+
+
 def build(
     settings: Settings,
     *,
@@ -182,6 +198,7 @@ def build(
     clock = SystemClock()
     log_reader = AgentLogReader()
     store = open_store(settings)
+    git = GitWorkspace(settings.data_dir, settings.worker_user)  # may refuse: before the session
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
     forge = GitHubForge(
@@ -197,12 +214,24 @@ def build(
         settings.task_budget_max_usd,
         settings.command,
     )
-    service = TaskService(store, forge, reporter, clock, limits)
+    repo_settings = MirrorSettings(git, caps(settings))
+    service = TaskService(store, forge, reporter, clock, limits, repo_settings)
     before_runner: list[Callable[[], Awaitable[object]]] = []
     runner = None
     if role.runs_tasks:
         try:
-            runner = _runner(settings, store, forge, reporter, clock, worker, worker_env, poll_s)
+            runner = _runner(
+                settings,
+                store,
+                forge,
+                reporter,
+                clock,
+                worker,
+                worker_env,
+                poll_s,
+                git,
+                repo_settings,
+            )
         except BaseException:
             session.detach()  # nothing was sent: no "Unclosed client session" after the error
             raise
@@ -211,8 +240,21 @@ def build(
         service.runner = runner
     inbox = None
     if role.serves_webhooks:
+        policy = CiPolicy(
+            max_per_pr=settings.ci_fix_max,
+            budget_usd=settings.task_budget_usd,
+            author_email=git.author_email,
+            prefix=settings.command,
+            max_budget_usd=settings.task_budget_max_usd,
+        )
+        watcher = CiWatcher(store, forge, forge, repo_settings, service.submit, clock, policy)
         ctx = Context(
-            service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
+            service,
+            store,
+            settings.trigger_label,
+            settings.command,
+            settings.task_budget_max_usd,
+            watcher,
         )
         inbox = ClaimingInbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
     app = Ghapp(
@@ -300,6 +342,8 @@ def _runner(
     worker: Worker | None,
     worker_env: dict[str, str] | None,
     poll_s: float,
+    git: GitWorkspace,
+    repo_settings: MirrorSettings,
 ) -> TaskRunner:
     """The task runner with its agent, mirrors and checkouts on this process's own disk."""
     if worker is None:
@@ -307,7 +351,7 @@ def _runner(
     return TaskRunner(
         store,
         forge,
-        GitWorkspace(settings.data_dir, settings.worker_user),
+        git,
         worker,
         reporter,
         clock,
@@ -326,6 +370,8 @@ def _runner(
             max_attempts=settings.max_attempts,
         ),
         logs=AgentLogReader(),
+        settings=repo_settings,
+        checks=sandbox_checks(settings, worker),
     )
 
 

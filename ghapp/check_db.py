@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from ghapp.config import Settings
-from ghapp.store import pg_schema, schema
+from ghapp.store.postgres import schema as pg_schema
+from ghapp.store.sqlite import schema
 
 Check = tuple[str, bool, str]
 NAME = "database"

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from ghapp.core.gate import DEFAULT_PROTECTED
 from ghapp.core.model import GhappError
+from ghapp.core.runner import DEFAULT_MAX_TURNS, RunnerConfig
+from ghapp.endpoints import GITHUB_API_URL, SLACK_API_URL, TELEGRAM_API_URL
 
-DEFAULT_API_URL = "https://api.github.com"
-DEFAULT_TELEGRAM_URL = "https://api.telegram.org/bot"
-DEFAULT_SLACK_URL = "https://slack.com/api/"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -26,15 +26,19 @@ class ConfigError(GhappError):
     """One line naming the variable and what it needs."""
 
 
+_RUNNER = RunnerConfig(log_dir=Path("logs"))  # the runner's own defaults, written once there
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything ghapp reads from its environment, validated."""
+    """Everything ghapp reads from its environment, validated; its defaults are the only ones
+    (load_settings and the README's configuration table follow them, a test checks both)."""
 
     webhook_secret: str
     app_id: str | None = None
     private_key: str | None = field(default=None, repr=False)
     webhook_path: str = "/api/github/webhooks"
-    github_api_url: str = DEFAULT_API_URL
+    github_api_url: str = GITHUB_API_URL
     host: str = "0.0.0.0"
     port: int = 3000
     data_dir: Path = Path("data")
@@ -44,31 +48,31 @@ class Settings:
     worker_user: str | None = None
     claude_bin: str = "claude"
     model: str | None = None
-    daily_budget_usd: float = 50.0
+    daily_budget_usd: float = _RUNNER.daily_budget_usd
     task_budget_usd: float = 5.0
     task_budget_max_usd: float = 10.0
-    soft_timeout_s: float = 1800.0
-    kill_after_s: float = 60.0
-    grace_s: float = 300.0
-    concurrency: int = 1
-    max_turns: int = 200
+    soft_timeout_s: float = _RUNNER.soft_timeout_s
+    kill_after_s: float = _RUNNER.kill_after_s
+    grace_s: float = _RUNNER.grace_s
+    concurrency: int = _RUNNER.concurrency
+    max_turns: int = DEFAULT_MAX_TURNS
     write_interval_s: float = 1.0
     inbox_retry_s: float = 6 * 3600.0
     anthropic_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     telegram_token: str | None = field(default=None, repr=False)
     telegram_chat_ids: tuple[int, ...] = ()
     telegram_user_ids: tuple[int, ...] = ()
-    telegram_api_url: str = DEFAULT_TELEGRAM_URL
+    telegram_api_url: str = TELEGRAM_API_URL
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_channel_ids: tuple[str, ...] = ()
     slack_user_ids: tuple[str, ...] = ()
-    slack_api_url: str = DEFAULT_SLACK_URL
+    slack_api_url: str = SLACK_API_URL
     log_level: str = "info"
     log_format: str = "text"
-    node_id: str = "local"
-    lease_s: float = 60.0
+    node_id: str = _RUNNER.node
+    lease_s: float = _RUNNER.lease_s
     sandbox: str = "bwrap"  # or "none": development only
     agent_allow_hosts: str | None = None  # None: the default package registries
     agent_max_procs: int = 512
@@ -78,9 +82,13 @@ class Settings:
     prices_path: Path | None = None
     repo_agent_settings: bool = False
     log_max_mb: int = 50
-    context_max_chars: int = 100_000
-    max_attempts: int = 3
+    context_max_chars: int = _RUNNER.context_max_chars
+    max_attempts: int = _RUNNER.max_attempts
     retention_days: float = 30.0
+    models: tuple[str, ...] = ()  # MC_MODELS: what a repository's `model` may name
+    protected_paths: tuple[str, ...] = DEFAULT_PROTECTED
+    ci_fix_max: int = 2
+    verify_timeout_max_s: float = 1800.0
 
     @property
     def is_postgres(self) -> bool:
@@ -117,6 +125,9 @@ class Settings:
         values.append(self.anthropic_env.get("ANTHROPIC_AUTH_TOKEN", ""))
         values.append(urlsplit(self.database_url).password or "")
         return tuple(v for v in values if v)
+
+
+DEFAULTS = Settings(webhook_secret="")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -216,7 +227,7 @@ def _api_url(r: _Reader) -> str:
     host = r.text("GHE_HOST")
     if url is None and host is not None:
         url = f"https://{host}/api/v3"
-    url = (url or DEFAULT_API_URL).rstrip("/")
+    url = (url or GITHUB_API_URL).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"GITHUB_API_URL: must start with http:// or https://, got {url!r}")
     return url
@@ -260,7 +271,7 @@ def _slack(r: _Reader) -> dict[str, Any]:
             "SLACK_CLIENT_ID: unset it and SLACK_CLIENT_SECRET; with both, Bolt switches to "
             "multi-workspace OAuth and ignores SLACK_BOT_TOKEN"
         )
-    url = r.text("SLACK_API_URL", DEFAULT_SLACK_URL) or DEFAULT_SLACK_URL
+    url = r.text("SLACK_API_URL") or SLACK_API_URL
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"SLACK_API_URL: must start with http:// or https://, got {url!r}")
     return {
@@ -273,9 +284,16 @@ def _slack(r: _Reader) -> dict[str, Any]:
     }
 
 
+def _list(r: _Reader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated values; unset gives the default, an empty value gives none."""
+    if name not in r.env:
+        return default
+    return tuple(dict.fromkeys(p.strip() for p in r.env[name].split(",") if p.strip()))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate the whole configuration; ConfigError names the first bad variable."""
-    r = _Reader(environment() if env is None else env)
+    r, d = _Reader(environment() if env is None else env), DEFAULTS
     secret = r.text("WEBHOOK_SECRET")
     if secret is None:
         raise ConfigError("WEBHOOK_SECRET: required; ghapp never accepts unsigned webhooks")
@@ -285,33 +303,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     key = _private_key(r)
     if app_id is not None and key is None:
         raise ConfigError("PRIVATE_KEY: required with APP_ID (PEM text or PRIVATE_KEY_PATH)")
-    path = r.text("WEBHOOK_PATH", "/api/github/webhooks") or ""
+    path = r.text("WEBHOOK_PATH", d.webhook_path) or ""
     if not path.startswith("/"):
         raise ConfigError(f"WEBHOOK_PATH: must start with '/', got {path!r}")
-    data_dir = Path(r.text("MC_DATA_DIR", "data") or "data")
+    data_dir = Path(r.text("MC_DATA_DIR") or d.data_dir)
     database_url = r.text("DATABASE_URL") or f"sqlite:///{data_dir / 'ghapp.sqlite3'}"
     if not database_url.startswith(("sqlite:///", *POSTGRES_SCHEMES)):
         shown = database_url.split("@", 1)[-1]  # never echo a password
         raise ConfigError(
             f"DATABASE_URL: must be sqlite:///PATH or postgresql://USER@HOST/DB, got {shown!r}"
         )
-    daily = r.number("MC_DAILY_BUDGET_USD", 50.0)
-    task = r.number("MC_TASK_BUDGET_USD", 5.0)
-    task_max = r.number("MC_TASK_BUDGET_MAX_USD", 10.0)
+    daily = r.number("MC_DAILY_BUDGET_USD", d.daily_budget_usd)
+    task = r.number("MC_TASK_BUDGET_USD", d.task_budget_usd)
+    task_max = r.number("MC_TASK_BUDGET_MAX_USD", d.task_budget_max_usd)
     if task > task_max:
         raise ConfigError("MC_TASK_BUDGET_USD: must not exceed MC_TASK_BUDGET_MAX_USD")
     if task_max > daily:
         raise ConfigError("MC_TASK_BUDGET_MAX_USD: must not exceed MC_DAILY_BUDGET_USD")
-    command = r.text("MC_COMMAND", "/mc") or "/mc"
+    command = r.text("MC_COMMAND") or d.command
     if any(c.isspace() for c in command):
         raise ConfigError(f"MC_COMMAND: must be one word such as /mc, got {command!r}")
-    level = (r.text("LOG_LEVEL", "info") or "info").lower()
+    level = (r.text("LOG_LEVEL") or d.log_level).lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"LOG_LEVEL: must be debug, info, warning or error, got {level!r}")
-    fmt = (r.text("LOG_FORMAT", "text") or "text").lower()
+    fmt = (r.text("LOG_FORMAT") or d.log_format).lower()
     if fmt not in {"text", "json"}:
         raise ConfigError(f"LOG_FORMAT: must be text or json, got {fmt!r}")
-    sandbox = (r.text("MC_SANDBOX", "bwrap") or "bwrap").lower()
+    sandbox = (r.text("MC_SANDBOX") or d.sandbox).lower()
     if sandbox not in {"bwrap", "none"}:
         raise ConfigError(f"MC_SANDBOX: must be bwrap or none (development only), got {sandbox!r}")
     prices = r.text("MC_PRICES")
@@ -326,47 +344,53 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         private_key=key,
         webhook_path=path,
         github_api_url=_api_url(r),
-        host=r.text("HOST", "0.0.0.0") or "0.0.0.0",
-        port=r.integer("PORT", 3000),
+        host=r.text("HOST") or d.host,
+        port=r.integer("PORT", d.port),
         data_dir=data_dir,
         database_url=database_url,
-        trigger_label=r.text("MC_TRIGGER_LABEL", "mc-auto") or "mc-auto",
+        trigger_label=r.text("MC_TRIGGER_LABEL") or d.trigger_label,
         command=command,
         worker_user=r.text("MC_WORKER_USER"),
-        claude_bin=r.text("CLAUDE_BIN", "claude") or "claude",
+        claude_bin=r.text("CLAUDE_BIN") or d.claude_bin,
         model=r.text("MC_MODEL"),
         daily_budget_usd=daily,
         task_budget_usd=task,
         task_budget_max_usd=task_max,
-        soft_timeout_s=r.number("MC_SOFT_TIMEOUT_S", 1800.0, minimum=1.0),
-        kill_after_s=r.number("MC_KILL_AFTER_S", 60.0),
-        grace_s=r.number("MC_GRACE_S", 300.0, minimum=1.0),
-        concurrency=r.integer("MC_CONCURRENCY", 1, minimum=1),
-        max_turns=r.integer("MC_MAX_TURNS", 200, minimum=1),
-        write_interval_s=r.number("MC_WRITE_INTERVAL_S", 1.0),
-        inbox_retry_s=r.number("MC_INBOX_RETRY_S", 6 * 3600.0, minimum=10.0),
+        soft_timeout_s=r.number("MC_SOFT_TIMEOUT_S", d.soft_timeout_s, minimum=1.0),
+        kill_after_s=r.number("MC_KILL_AFTER_S", d.kill_after_s),
+        grace_s=r.number("MC_GRACE_S", d.grace_s, minimum=1.0),
+        concurrency=r.integer("MC_CONCURRENCY", d.concurrency, minimum=1),
+        max_turns=r.integer("MC_MAX_TURNS", d.max_turns, minimum=1),
+        write_interval_s=r.number("MC_WRITE_INTERVAL_S", d.write_interval_s),
+        inbox_retry_s=r.number("MC_INBOX_RETRY_S", d.inbox_retry_s, minimum=10.0),
         anthropic_env=anthropic,
         telegram_token=r.text("TELEGRAM_BOT_TOKEN"),
         telegram_chat_ids=_ids(r, "TELEGRAM_CHAT_IDS", "chat"),
         telegram_user_ids=_ids(r, "TELEGRAM_USER_IDS", "user"),
-        telegram_api_url=r.text("TELEGRAM_API_URL", DEFAULT_TELEGRAM_URL) or DEFAULT_TELEGRAM_URL,
+        telegram_api_url=r.text("TELEGRAM_API_URL") or d.telegram_api_url,
         log_level=level,
         log_format=fmt,
         **_slack(r),
         node_id=r.text("MC_NODE_ID") or default_node_id(data_dir),
-        lease_s=r.number("MC_LEASE_S", 60.0, minimum=1.0),
+        lease_s=r.number("MC_LEASE_S", d.lease_s, minimum=1.0),
         sandbox=sandbox,
         agent_allow_hosts=r.env.get("MC_AGENT_ALLOW_HOSTS"),
-        agent_max_procs=r.integer("MC_AGENT_MAX_PROCS", 512, minimum=16),
-        agent_max_files=r.integer("MC_AGENT_MAX_FILES", 4096, minimum=64),
-        agent_memory_mb=r.integer("MC_AGENT_MEMORY_MB", 4096, minimum=256),
-        agent_disk_mb=r.integer("MC_AGENT_DISK_MB", 10240, minimum=1),
+        agent_max_procs=r.integer("MC_AGENT_MAX_PROCS", d.agent_max_procs, minimum=16),
+        agent_max_files=r.integer("MC_AGENT_MAX_FILES", d.agent_max_files, minimum=64),
+        agent_memory_mb=r.integer("MC_AGENT_MEMORY_MB", d.agent_memory_mb, minimum=256),
+        agent_disk_mb=r.integer("MC_AGENT_DISK_MB", d.agent_disk_mb, minimum=1),
         prices_path=Path(prices) if prices else None,
         repo_agent_settings=r.flag("MC_REPO_AGENT_SETTINGS"),
-        log_max_mb=r.integer("MC_LOG_MAX_MB", 50, minimum=1),
-        context_max_chars=r.integer("MC_CONTEXT_MAX_CHARS", 100_000, minimum=1000),
-        max_attempts=r.integer("MC_MAX_ATTEMPTS", 3, minimum=1),
-        retention_days=r.number("MC_RETENTION_DAYS", 30.0, minimum=1.0),
+        log_max_mb=r.integer("MC_LOG_MAX_MB", d.log_max_mb, minimum=1),
+        context_max_chars=r.integer("MC_CONTEXT_MAX_CHARS", d.context_max_chars, minimum=1000),
+        max_attempts=r.integer("MC_MAX_ATTEMPTS", d.max_attempts, minimum=1),
+        retention_days=r.number("MC_RETENTION_DAYS", d.retention_days, minimum=1.0),
+        models=_list(r, "MC_MODELS", d.models),
+        protected_paths=_list(r, "MC_PROTECTED_PATHS", d.protected_paths),
+        ci_fix_max=r.integer("MC_CI_FIX_MAX", d.ci_fix_max),
+        verify_timeout_max_s=r.number(
+            "MC_VERIFY_TIMEOUT_MAX_S", d.verify_timeout_max_s, minimum=1.0
+        ),
     )
 
 

@@ -6,12 +6,13 @@ import hashlib
 import logging
 
 from ghapp.agent import cgroup
+from ghapp.agent.checks import SandboxChecks
 from ghapp.agent.claude import ClaudeWorker, SandboxConfig, agent_identity
 from ghapp.agent.egress import AllowList
 from ghapp.agent.prices import load_prices
 from ghapp.agent.sandbox import AgentLimits, find_bwrap, probe
 from ghapp.config import ConfigError, Settings
-from ghapp.core.ports import Clock, TaskStore
+from ghapp.core.ports import Clock, TaskStore, Worker
 
 log = logging.getLogger(__name__)
 
@@ -70,5 +71,20 @@ def claude_worker(
         repo_settings=settings.repo_agent_settings,
         max_turns=settings.max_turns,
         log_max_bytes=settings.log_max_mb << 20,
-        instance=hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12],
+        instance=_instance(settings),
     )
+
+
+def _instance(settings: Settings) -> str:
+    """Tags this ghapp's sandboxed processes, so a restart reaps only its own."""
+    return hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def sandbox_checks(settings: Settings, worker: Worker) -> SandboxChecks:
+    """Setup and verify commands in the agent's sandbox, as the agent's user."""
+    if isinstance(worker, ClaudeWorker):
+        identity, confinement = worker.identity, worker.sandboxing
+    else:  # a test's in-process agent: the same confinement as production would use
+        identity = agent_identity(settings.worker_user)
+        confinement = sandboxing(settings, identity.uid, identity.gid)
+    return SandboxChecks(identity, confinement, instance=_instance(settings))

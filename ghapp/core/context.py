@@ -8,16 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from ghapp.core.model import IssueText, Remark, Task, TaskSource
+from ghapp.core.model import WRITERS, IssueText, Remark, Task, TaskSource
 from ghapp.core.ports import Forge, TaskStore
 from ghapp.core.sanitize import MAX_FIELD_CHARS, clip, one_line, sanitize
 
 DEFAULT_MAX_CHARS = 100_000
-MAX_COMMENT_CHARS = 10_000
+MAX_REMARK_CHARS = 10_000  # of one comment, in the prompt (GitHub allows 65536)
 MAX_LINKED_CHARS = 5_000
 MAX_LINKED = 5
 MAX_LOOKUPS = 5  # permission calls per task; other authors are "not checked"
-WRITERS = frozenset({"admin", "maintain", "write"})
 # `#12` on its own: not `owner/repo#12`, an HTML entity `&#12;` or a URL anchor `page#12`.
 _REF = re.compile(r"(?<![\w/&#])#(\d{1,9})\b")
 
@@ -146,9 +145,8 @@ class ContextReader:
         own = _own(task, budget)
         threads = await self._threads(task)
         linked = next((n for _, n, _ in threads if n != task.issue_number), None)
-        refs = referenced_issues(
-            (own.title, own.body, own.instructions), {task.issue_number, linked or 0}
-        )
+        asked = "" if task.source is TaskSource.CI else own.instructions  # CI logs: no #N
+        refs = referenced_issues((own.title, own.body, asked), {task.issue_number, linked or 0})
         inst, repo = task.installation_id, task.repo
         found, issues = await asyncio.gather(
             asyncio.gather(*(self.forge.thread(inst, repo, n, review=r) for _, n, r in threads)),
@@ -171,13 +169,13 @@ class ContextReader:
         chosen: list[tuple[int, Remark, str]] = []
         clipped, full = 0, False
         for index, remark in kept:  # newest first
-            text = sanitize(remark.body, MAX_COMMENT_CHARS)
+            text = sanitize(remark.body, MAX_REMARK_CHARS)
             full = full or len(text) > budget.left
             if full:
                 hidden[index] += 1  # this one and every older one: never cut mid-text
                 continue
             budget.left -= len(text)
-            clipped += len(remark.body) > MAX_COMMENT_CHARS
+            clipped += len(remark.body) > MAX_REMARK_CHARS
             chosen.append((index, remark, text))
         relations = await self._relations(task, [remark for _, remark, _ in chosen])
         shown: list[list[Comment]] = [[] for _ in threads]

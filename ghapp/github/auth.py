@@ -18,9 +18,10 @@ from gidgethub import GitHubBroken, HTTPException, RateLimitExceeded
 from gidgethub import aiohttp as gh_aiohttp
 from gidgethub.apps import get_installation_access_token, get_jwt
 
+from ghapp.endpoints import GITHUB_API_URL
+
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.github.com"
 REQUESTER = "ghapp"
 # The Link header of the last response in this task (gidgethub keeps only rel="next").
 _LINK: ContextVar[str | None] = ContextVar("ghapp_link", default=None)
@@ -78,7 +79,7 @@ class GitHubClient(gh_aiohttp.GitHubAPI):
         session: aiohttp.ClientSession,
         requester: str = REQUESTER,
         *,
-        base_url: str = DEFAULT_API_URL,
+        base_url: str = GITHUB_API_URL,
         max_retries: int = 3,
         max_wait_s: float = 300.0,
     ) -> None:
@@ -137,7 +138,7 @@ class AppAuth:
         session: aiohttp.ClientSession,
         app_id: str | int,
         private_key: str,
-        base_url: str = DEFAULT_API_URL,
+        base_url: str = GITHUB_API_URL,
         *,
         refresh_margin_s: float = 300.0,
         client: GitHubClient | None = None,

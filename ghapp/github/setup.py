@@ -18,7 +18,8 @@ from aiohttp import web
 from gidgethub import BadRequest, GitHubException
 
 from ghapp.config import ConfigError
-from ghapp.github.auth import DEFAULT_API_URL, GitHubClient
+from ghapp.endpoints import GITHUB_API_URL
+from ghapp.github.auth import GitHubClient
 from ghapp.github.envfile import save_private_key, update_dotenv
 from ghapp.github.manifest import ManifestError, build_manifest, load_app_yml, registration_url
 from ghapp.github.setup_guard import SetupGuard, known_hosts, set_session_cookie
@@ -54,7 +55,7 @@ class SetupConfig:
     host: str = "0.0.0.0"
     port: int = 3000
     webhook_path: str = "/api/github/webhooks"
-    api_url: str = DEFAULT_API_URL
+    api_url: str = GITHUB_API_URL
     web_url: str = "https://github.com"
     org: str | None = None
     public_url: str | None = None
@@ -84,7 +85,7 @@ def setup_config(
 ) -> SetupConfig:
     """Validate the few variables setup mode uses; ConfigError names the bad one."""
     ghe = (env.get("GHE_HOST") or "").strip() or None
-    api = _url(env, "GITHUB_API_URL", f"https://{ghe}/api/v3" if ghe else DEFAULT_API_URL)
+    api = _url(env, "GITHUB_API_URL", f"https://{ghe}/api/v3" if ghe else GITHUB_API_URL)
     web_url = _url(env, "GITHUB_WEB_URL", f"https://{ghe}" if ghe else "https://github.com")
     raw_port = (env.get("PORT") or "3000").strip()
     if not raw_port.isdigit() or int(raw_port) > 65535:
@@ -101,7 +102,7 @@ def setup_config(
         host=(env.get("HOST") or "").strip() or "0.0.0.0",
         port=int(raw_port),
         webhook_path=path,
-        api_url=api or DEFAULT_API_URL,
+        api_url=api or GITHUB_API_URL,
         web_url=web_url or "https://github.com",
         org=org,
         public_url=_url(env, "PUBLIC_URL"),

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from gidgethub import routing, sansio
 
+from ghapp.core.ci import CiWatcher
 from ghapp.core.model import Delivery, GhappError, Installation, TaskState
 from ghapp.core.ports import Clock, TaskStore
 from ghapp.core.tasks import TaskService
@@ -37,11 +38,22 @@ class Context:
     label: str
     prefix: str
     max_budget: float
+    ci: CiWatcher | None = None
 
 
 triggers = routing.Router()
 lifecycle = routing.Router()
 installs = routing.Router()
+checks = routing.Router()
+
+
+@checks.register("check_suite", action="completed")
+@checks.register("check_run", action="completed")
+async def on_check_completed(event: sansio.Event, ctx: Context) -> None:
+    signal = events.ci_signal(event.data, event.delivery_id)
+    if signal is not None and ctx.ci is not None:
+        outcome = await ctx.ci.on_check(signal)
+        log.info("%s on %s %s: %s", event.event, signal.repo, signal.head_sha[:12], outcome)
 
 
 @triggers.register("issues", action="labeled")
@@ -152,7 +164,7 @@ class _Router(routing.Router):
         await super().dispatch(event, *args, **kwargs)
 
 
-router = _Router(triggers, lifecycle, installs)
+router = _Router(triggers, lifecycle, installs, checks)
 
 
 INBOX_RETRY_S = 6 * 3600.0  # how long a delivery waits out a GitHub outage (MC_INBOX_RETRY_S)

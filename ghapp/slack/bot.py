@@ -23,12 +23,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from ghapp.core.model import TaskSource
 from ghapp.core.ports import LogReader, Notice, RepoAdmin
 from ghapp.core.tasks import TaskService
+from ghapp.endpoints import SLACK_API_URL
 from ghapp.messaging.console import Channel, Console
 from ghapp.slack.blocks import MAX_TEXT, answer
 from ghapp.slack.threads import ThreadRefs, Threads, ThreadsConfig
 
 log = logging.getLogger(__name__)
-DEFAULT_API_URL = "https://slack.com/api/"
 EVENTS_PATH = "/slack/events"
 MAX_BODY = 256 * 1024  # slash commands and button payloads are a few KB
 _BUTTON = re.compile(r"^mc_(cancel|retry|logs)$")
@@ -57,7 +57,7 @@ class SlackBot:
         signing_secret: str | None = None,
         app_token: str | None = None,
         user_ids: Iterable[str] = (),
-        api_url: str = DEFAULT_API_URL,
+        api_url: str = SLACK_API_URL,
         command: str = "/mc",
         socket: bool = True,
         repos: RepoAdmin | None = None,

@@ -20,20 +20,14 @@ from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.sqlite import SqliteTaskStore
 
 CHUNK = 500
-_TIMES = {
-    "created_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "lease_expires_at",
-    "triggered_at",
+_TIMES = rows.TIME_COLUMNS | {
     "received_at",
     "processed_at",
     "claimed_until",
     "booked_at",
     "claimed_at",
 }
-_BOOLS = {"is_pull_request", "cancel_requested", "is_default"}
+_BOOLS = rows.BOOL_COLUMNS | {"is_default"}
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,8 @@ async def copy_store(
     target = PostgresTaskStore(target_dsn, max_connections=2)
     try:
         await target.migrate()
-        async with target._tx() as conn:
+        async with target._tx() as tx:
+            conn = tx.raw
             present = await conn.fetchval(
                 "SELECT (SELECT COUNT(*) FROM tasks) + (SELECT COUNT(*) FROM deliveries) "
                 "+ (SELECT COUNT(*) FROM ledger) + (SELECT COUNT(*) FROM installations) "

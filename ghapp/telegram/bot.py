@@ -25,12 +25,12 @@ from telegram.ext import (
 from ghapp.core.ports import LogReader, Notice, RepoAdmin
 from ghapp.core.publish import Scrubber, inert
 from ghapp.core.tasks import TaskService
+from ghapp.endpoints import TELEGRAM_API_URL
 from ghapp.messaging.console import DESCRIPTIONS, TELEGRAM, Console
 from ghapp.messaging.text import render_notice, trim
 from ghapp.telegram.outbox import Outbox, OutboxConfig
 
 log = logging.getLogger(__name__)
-DEFAULT_API_URL = "https://api.telegram.org/bot"
 _COMMAND = re.compile(r"/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s+(.*))?", re.DOTALL)
 # The chat whose command is being handled: its reply already says what these notices would.
 _REPLIED_KINDS = frozenset({"queued", "cancelled"})
@@ -65,7 +65,7 @@ class TelegramBot:
         service: TaskService,
         log_reader: LogReader,
         *,
-        api_url: str = DEFAULT_API_URL,
+        api_url: str = TELEGRAM_API_URL,
         config: BotConfig | None = None,
         polling: bool = True,
         repos: RepoAdmin | None = None,

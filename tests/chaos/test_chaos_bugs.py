@@ -44,7 +44,7 @@ from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env
 from tests.fakes.trap_github import TrapGitHub, make_trap_stack
 
 BUG_2 = (
-    "BUG 2: requeue_running / requeue_expired (ghapp/store/sqlite.py) returns a crash orphan "
+    "BUG 2: requeue_running / requeue_expired (ghapp/store/lifecycle.py) returns a crash orphan "
     "to the queue "
     "without booking what its killed attempt spent, so the ledger and the daily cap miss it"
 )

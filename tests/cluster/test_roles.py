@@ -19,8 +19,8 @@ from ghapp.core.model import Installation, Project, TaskState
 from ghapp.core.report import NullMessenger, Reporter
 from ghapp.core.tasks import Limits, TaskService
 from ghapp.store.migrate import MigrationError, copy_store
-from ghapp.store.pg_signals import PgLeader, PgListener
 from ghapp.store.postgres import PostgresTaskStore
+from ghapp.store.postgres.signals import PgLeader, PgListener
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
 from tests.contract.task_store_contract import DAY1, PLENTY, T0, at, queued

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from ghapp.core.model import GhappError, TaskState
-from ghapp.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from ghapp.store.postgres import PostgresTaskStore
+from ghapp.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.contract.task_store_contract import (
     PLENTY,
     T0,

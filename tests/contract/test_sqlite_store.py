@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ghapp.core.model import GhappError, TaskState
-from ghapp.store.schema import MIGRATIONS, SCHEMA_VERSION
 from ghapp.store.sqlite import SqliteTaskStore
+from ghapp.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.contract.task_store_contract import (
     PLENTY,
     T0,
@@ -91,11 +91,13 @@ class TestSqliteTaskStore(TaskStoreContract):
             await store.close()
 
     async def test_connection_pragmas(self, store: SqliteTaskStore) -> None:
-        db = store._conn()
-        for pragma, expected in (("foreign_keys", 1), ("busy_timeout", 5000), ("synchronous", 1)):
-            async with db.execute(f"PRAGMA {pragma}") as cursor:
-                row = await cursor.fetchone()
-                assert row is not None and tuple(row) == (expected,), pragma
+        async with store._read() as conn:
+            for pragma, expected in (
+                ("foreign_keys", 1),
+                ("busy_timeout", 5000),
+                ("synchronous", 1),
+            ):
+                assert await conn.value(f"PRAGMA {pragma}") == expected, pragma
 
     async def test_upgrade_hashes_stored_bodies_so_their_replays_are_duplicates(
         self, db_path: Path

@@ -118,9 +118,10 @@ async def test_label_pr_review_feedback_follow_ups_and_merge(
 
     async def merged() -> bool:
         task = await app.store.get_task(first.id)
-        return task is not None and task.pr_fate == "merged"
+        told = any("(merged)" in c.body for c in s.github.comments_on(REPO, 1))
+        return task is not None and task.pr_fate == "merged" and told
 
-    await eventually(merged)
+    await eventually(merged)  # the fate is stored before the comment is edited
 
     # What GitHub saw: one tracking comment on the issue, edited through the life cycle.
     [tracking] = s.github.comments_on(REPO, 1)
@@ -131,10 +132,13 @@ async def test_label_pr_review_feedback_follow_ups_and_merge(
     # On the PR: the maintainer's comment plus one tracking comment per follow-up.
     on_pr = [c.body for c in s.github.comments_on(REPO, pr.number)]
     assert len(on_pr) == 3 and sum("MissionControl task #" in b for b in on_pr) == 2
-    reactions = s.reactions()
-    for subject in (
+    subjects = (
         f"issue:{REPO}#1",
         f"comment:{feedback['comment']['id']}",
         f"review_comment:{inline['comment']['id']}",
-    ):
+    )
+    # a task's rocket follows its stored state, so wait for the last one
+    await eventually(lambda: (subjects[-1], "rocket") in s.reactions())
+    reactions = s.reactions()
+    for subject in subjects:
         assert (subject, "eyes") in reactions and (subject, "rocket") in reactions

@@ -1,5 +1,6 @@
-"""Pushes GitHub refuses (a workflow file without the permission, a protected branch, a file
-over the size limit): the task fails with GitHub's reason, and nothing is half-done."""
+"""Pushes GitHub refuses (a protected branch, a file over the size limit): the task fails
+with GitHub's reason, and nothing is half-done. Workflow files ghapp refuses itself
+(tests/e2e/test_verify_gate.py)."""
 
 from __future__ import annotations
 
@@ -63,23 +64,6 @@ async def _run_task(stack: Stack, worker: FileWorker) -> str:
     reason = task.failure_reason or ""
     assert reason.startswith("the push failed: ") and "internal error" not in tracking
     return reason
-
-
-async def test_a_workflow_change_without_the_permission_fails_with_githubs_reason(
-    stack: Stack,
-) -> None:
-    reason = await _run_task(stack, FileWorker(".github/workflows/ci.yml"))
-    assert "without `workflows` permission" in reason
-    assert ".github/workflows/ci.yml" in reason
-
-
-async def test_a_workflow_change_with_the_permission_lands(stack: Stack) -> None:
-    stack.github.push_rules.workflows = True
-    app = await stack.start(worker=FileWorker(".github/workflows/ci.yml"))
-    assert await stack.deliver("issues", labeled()) == 202
-    await eventually(lambda: len(stack.github.pulls) == 1, within=30)
-    assert app.runner is not None
-    await app.runner.drain()
 
 
 async def test_a_protected_branch_refuses_the_push(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,23 @@ def test_telegram_chat_and_user_ids() -> None:
     settings = load_settings(base(TELEGRAM_CHAT_IDS="-1001, 5", TELEGRAM_USER_IDS=" 7,8 "))
     assert settings.telegram_chat_ids == (-1001, 5) and settings.telegram_user_ids == (7, 8)
     assert load_settings(base()).telegram_user_ids == ()
+
+
+def test_readme_table_states_the_defaults_the_code_uses() -> None:
+    """Setting a variable to the default the README documents must change nothing."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    baseline = load_settings(base())
+    checked = []
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        values = re.findall(r"`([^`]*)`", cells[1])
+        literal = re.fullmatch(r"`[^`$]*`(, `[^`$]*`)*", cells[1])
+        if literal is None or len(names) != len(values):
+            continue  # no literal default (such as "—", "required" or one built from another)
+        for name, value in zip(names, values, strict=True):
+            assert load_settings(base(**{name: value})) == baseline, f"README: {name} {value}"
+            checked.append(name)
+    assert {"MC_DAILY_BUDGET_USD", "MC_LEASE_S", "HOST", "PORT", "LOG_FORMAT"} <= set(checked)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ghapp.core.context import MAX_COMMENT_CHARS, MAX_LOOKUPS, ContextReader, Conversation
+from ghapp.core.context import MAX_LOOKUPS, MAX_REMARK_CHARS, ContextReader, Conversation
 from ghapp.core.model import IssueText, NewTask, Remark, Task, TaskSource, Thread
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.fakes.memory import MemoryForge
@@ -99,10 +99,10 @@ async def test_over_budget_the_oldest_comments_go_whole(store: SqliteTaskStore) 
 
 async def test_a_huge_comment_is_clipped_with_a_marker(store: SqliteTaskStore) -> None:
     forge = MemoryForge()
-    forge.threads[(5, False)] = Thread((remark(1, "y" * (MAX_COMMENT_CHARS * 3), minutes=-1),))
+    forge.threads[(5, False)] = Thread((remark(1, "y" * (MAX_REMARK_CHARS * 3), minutes=-1),))
     convo = await ContextReader(forge, store).read(await make(store))
     (text,) = texts(convo)
-    assert len(text) <= MAX_COMMENT_CHARS and "more characters not shown]" in text
+    assert len(text) <= MAX_REMARK_CHARS and "more characters not shown]" in text
     assert convo.note == "1 long comment clipped"
 
 

@@ -12,8 +12,9 @@ import pytest
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import AgentOutcome
 from ghapp.core.report import Reporter
-from ghapp.core.runner import WAITING_FOR_BUDGET, RunnerConfig, TaskRunner
+from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
+from ghapp.core.transitions import WAITING_FOR_BUDGET
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.fakes.memory import (
     FakeClock,

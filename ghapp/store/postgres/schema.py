@@ -1,10 +1,10 @@
-"""PostgreSQL schema and shared SQL: append a step to MIGRATIONS, never edit a released one."""
+"""PostgreSQL schema and lock keys: append a step to MIGRATIONS, never edit a released one."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
-from ghapp.core.model import GhappError
+from ghapp.store.dialect import steps_after
 
 if TYPE_CHECKING:
     import asyncpg
@@ -17,61 +17,6 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 MIGRATE_LOCK = 0x6768617070_0001
 CLAIM_LOCK = 0x6768617070_0002
 TELEGRAM_LOCK = 0x6768617070_0003
-# NOTIFY channels: new work for the runners, and a cancel for whichever node runs the task.
-QUEUE_CHANNEL = "ghapp_queue"
-CANCEL_CHANNEL = "ghapp_cancel"
-
-ACTIVE = "state IN ('queued', 'running')"
-# Oldest queued task whose issue, and whose branch in the same repo, has no running task;
-# rows another transaction holds are skipped, not waited for.
-NEXT_QUEUED = """
-    SELECT * FROM tasks AS q
-    WHERE q.state = 'queued'
-      AND NOT EXISTS (
-        SELECT 1 FROM tasks AS r
-        WHERE r.state = 'running'
-          AND lower(r.repo) = lower(q.repo)
-          AND (r.issue_number = q.issue_number OR (q.branch IS NOT NULL AND r.branch = q.branch))
-      )
-    ORDER BY q.created_at, q.id
-    LIMIT 1
-    FOR UPDATE OF q SKIP LOCKED
-"""
-# One statement, so one snapshot: a finish committing meanwhile is seen whole or not at all.
-COMMITTED_TODAY = """
-    SELECT (SELECT COALESCE(SUM(cost_usd), 0) FROM ledger WHERE day = $1)
-         + (SELECT COALESCE(SUM(reserved_usd), 0) FROM tasks WHERE state = 'running')
-"""
-ORDER_FOR_LISTING = """
-    ORDER BY state = 'queued',
-             CASE WHEN state = 'queued' THEN created_at END,
-             CASE WHEN state = 'queued' THEN id ELSE -id END
-"""
-QUEUE_POSITION = """
-    SELECT COUNT(*) FROM tasks AS q, tasks AS t
-    WHERE t.id = $1 AND t.state = 'queued' AND q.state = 'queued'
-      AND (q.created_at < t.created_at OR (q.created_at = t.created_at AND q.id <= t.id))
-"""
-EXPIRED = """
-    SELECT * FROM tasks
-    WHERE state = 'running'
-      AND (lease_expires_at IS NULL OR lease_expires_at <= $1 OR lease_owner = $2)
-    ORDER BY id
-    FOR UPDATE SKIP LOCKED
-"""
-CLAIM_DELIVERIES = """
-    UPDATE deliveries AS d SET claimed_by = $1, claimed_until = $2
-    FROM (
-        SELECT id FROM deliveries
-        WHERE processed_at IS NULL
-          AND (claimed_until IS NULL OR claimed_until <= $3 OR claimed_by = $1)
-        ORDER BY received_at, seq
-        LIMIT $4
-        FOR UPDATE SKIP LOCKED
-    ) AS free
-    WHERE d.id = free.id
-    RETURNING d.*
-"""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -237,15 +182,8 @@ async def apply_migrations(conn: Conn) -> int:
     await conn.execute("CREATE TABLE IF NOT EXISTS ghapp_schema (version INTEGER NOT NULL)")
     found = await conn.fetchval("SELECT max(version) FROM ghapp_schema")
     version = int(found) if found is not None else 0
-    if version > SCHEMA_VERSION:
-        raise GhappError(
-            f"DATABASE_URL: the database is at schema version {version}, newer than this "
-            f"ghapp's ({SCHEMA_VERSION}): a newer ghapp upgraded it. Run that version, or "
-            "restore the backup taken before the upgrade (docs/operations.md)"
-        )
-    for step in MIGRATIONS[version:]:
-        for statement in step:
-            await conn.execute(statement)
+    for statement in steps_after(version, MIGRATIONS):
+        await conn.execute(statement)
     if found is None:
         await conn.execute("INSERT INTO ghapp_schema (version) VALUES ($1)", SCHEMA_VERSION)
     elif version != SCHEMA_VERSION:

@@ -1,57 +1,18 @@
-"""SQLite schema and shared SQL: append a step to MIGRATIONS, never edit a released one."""
+"""SQLite schema: append a step to MIGRATIONS, never edit a released one."""
 
 from __future__ import annotations
 
 import aiosqlite
 
-from ghapp.core.model import GhappError
+from ghapp.store.dialect import steps_after
 
 BUSY_TIMEOUT_MS = 5000
-ACTIVE = "state IN ('queued', 'running')"
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys = ON",
     "PRAGMA synchronous = NORMAL",
 )
-# Oldest queued task whose issue, and whose branch in the same repo, has no running task.
-NEXT_QUEUED = """
-    SELECT * FROM tasks AS q
-    WHERE q.state = 'queued'
-      AND NOT EXISTS (
-        SELECT 1 FROM tasks AS r
-        WHERE r.state = 'running'
-          AND r.repo = q.repo
-          AND (r.issue_number = q.issue_number OR (q.branch IS NOT NULL AND r.branch = q.branch))
-      )
-    ORDER BY q.created_at, q.id
-    LIMIT 1
-"""
-ORDER_FOR_LISTING = """
-    ORDER BY state = 'queued',
-             CASE WHEN state = 'queued' THEN created_at END,
-             CASE WHEN state = 'queued' THEN id ELSE -id END
-"""
-
-# Running tasks a sweep returns to the queue: lease run out (or never set), or the caller's own.
-EXPIRED = (
-    "state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ? OR lease_owner = ?)"
-)
-# Unprocessed deliveries nobody else holds, oldest first.
-CLAIMABLE_DELIVERIES = """
-    SELECT id FROM deliveries
-    WHERE processed_at IS NULL
-      AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)
-    ORDER BY received_at, rowid
-    LIMIT ?
-"""
-
-QUEUE_POSITION = """
-    SELECT COUNT(*) FROM tasks AS q, tasks AS t
-    WHERE t.id = ? AND t.state = 'queued' AND q.state = 'queued'
-      AND (q.created_at < t.created_at OR (q.created_at = t.created_at AND q.id <= t.id))
-"""
-
 
 # Each step is a tuple of single statements (executescript would COMMIT behind our back).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -214,18 +175,10 @@ async def apply_migrations(db: aiosqlite.Connection) -> int:
 
     The connection has `sha256()` (see SqliteTaskStore.migrate).
     """
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row is not None else 0
-    if version > SCHEMA_VERSION:
-        raise GhappError(
-            f"DATABASE_URL: the database is at schema version {version}, newer than this "
-            f"ghapp's ({SCHEMA_VERSION}): a newer ghapp upgraded it. Run that version, or "
-            "restore the backup taken before the upgrade (docs/operations.md)"
-        )
-    for step in MIGRATIONS[version:]:
-        for statement in step:
-            await db.execute(statement)
+    found = await db.execute_fetchall("PRAGMA user_version")
+    version = int(next(iter(found))["user_version"])  # rows are dicts (SqliteTaskStore)
+    for statement in steps_after(version, MIGRATIONS):
+        await db.execute(statement)
     if version != SCHEMA_VERSION:
         await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return SCHEMA_VERSION

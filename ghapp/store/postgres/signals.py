@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from ghapp.store.pg_schema import CANCEL_CHANNEL, QUEUE_CHANNEL
+from ghapp.store.dialect import CANCEL_CHANNEL, QUEUE_CHANNEL
 
 log = logging.getLogger(__name__)
 Errors = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -1,0 +1,223 @@
+"""TaskStore on SQLite (aiosqlite): WAL, one connection, every change one BEGIN IMMEDIATE.
+
+Only connection handling and value conversion live here; the store's logic is
+ghapp/store/lifecycle.py and ghapp/store/records.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import aiosqlite
+
+from ghapp.store.batch import Batcher
+from ghapp.store.dialect import DeliveryItem, MarkItem
+from ghapp.store.lifecycle import LifecycleStore
+from ghapp.store.rows import Row, body_sha256
+from ghapp.store.sqlite import schema
+
+SqlValue = str | int | float | bytes | None
+Work = list[tuple[str, tuple[SqlValue, ...]]]
+
+
+def dt_to_db(moment: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text, so text order is time order; naive times are bugs."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: the store only accepts aware times")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def to_db(value: object) -> SqlValue:
+    """One Python value as SQLite stores it: bools 0/1, enums by value, times as text."""
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None or isinstance(value, str | bytes):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, datetime):
+        return dt_to_db(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, os.PathLike):
+        return str(os.fspath(value))
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r}")
+
+
+@functools.lru_cache(maxsize=512)
+def _placeholders(sql: str) -> str:
+    """$1 (PostgreSQL's numbered placeholder) as ?1 (SQLite's)."""
+    return re.sub(r"\$(\d+)", r"?\1", sql)
+
+
+def _params(args: Iterable[object]) -> tuple[SqlValue, ...]:
+    return tuple(to_db(arg) for arg in args)
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+def _apply_batch(conn: sqlite3.Connection, work: Work) -> list[int]:
+    """Runs in aiosqlite's thread: one BEGIN IMMEDIATE, every statement, one COMMIT."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        counts = [conn.execute(stmt, params).rowcount for stmt, params in work]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return counts
+
+
+class _Conn:
+    """The dialect's Conn over the one aiosqlite connection."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def rows(self, sql: str, *args: object) -> list[Row]:
+        found = await self._db.execute_fetchall(_placeholders(sql), _params(args))
+        return cast(list[Row], list(found))  # dicts: the row factory is _dict_row
+
+    async def row(self, sql: str, *args: object) -> Row | None:
+        found = await self.rows(sql, *args)
+        return found[0] if found else None
+
+    async def value(self, sql: str, *args: object) -> Any:
+        found = await self.rows(sql, *args)
+        return next(iter(found[0].values())) if found else None
+
+    async def run(self, sql: str, *args: object) -> int:
+        cursor = await self._db.execute(_placeholders(sql), _params(args))
+        return cursor.rowcount
+
+    async def run_many(self, sql: str, args: Iterable[Sequence[object]]) -> None:
+        await self._db.executemany(_placeholders(sql), [_params(one) for one in args])
+
+
+class SqliteTaskStore(LifecycleStore):
+    """The TaskStore of one SQLite file; safe across connections and processes."""
+
+    CONFLICT = (sqlite3.IntegrityError,)
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._adds = Batcher(self._insert_deliveries)
+        self._marks = Batcher(self._mark_deliveries)
+
+    async def migrate(self) -> None:
+        """Open the connection (once) and bring the schema up to date."""
+        if self._db is None:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(
+                self._path, isolation_level=None, timeout=schema.BUSY_TIMEOUT_MS / 1000
+            )
+            db.row_factory = _dict_row  # type: ignore[assignment]  # sqlite3 takes any callable
+            try:
+                for pragma in schema.PRAGMAS:
+                    await db.execute(pragma)
+                # Hashing a body in SQL runs in aiosqlite's thread, off the event loop.
+                await db.create_function("sha256", 1, body_sha256, deterministic=True)
+            except BaseException:
+                await db.close()
+                raise
+            self._db = db
+        async with self._locked(write=True) as db:
+            await schema.apply_migrations(db)
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        db, self._db = self._db, None
+        if db is not None:
+            async with self._lock:
+                await db.close()
+
+    async def ping(self) -> bool:
+        """True when the database answers a query (health checks)."""
+        try:
+            async with self._read() as conn:
+                return bool(await conn.value("SELECT 1") == 1)
+        except (RuntimeError, sqlite3.Error):
+            return False
+
+    @asynccontextmanager
+    async def _locked(
+        self, write: bool = False, snapshot: bool = False
+    ) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, for this process's callers one at a time; BEGIN IMMEDIATE orders
+        writers of other processes, a plain BEGIN gives reads one snapshot."""
+        if self._db is None:
+            raise RuntimeError("SqliteTaskStore is not open: await migrate() first")
+        db = self._db
+        async with self._lock:
+            if db.in_transaction:  # a cancelled caller may have left one open
+                await db.execute("ROLLBACK")
+            if not (write or snapshot):
+                yield db
+                return
+            await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[_Conn]:
+        async with self._locked(write=True) as db:
+            yield _Conn(db)
+
+    @asynccontextmanager
+    async def _read(self, snapshot: bool = False) -> AsyncIterator[_Conn]:
+        async with self._locked(snapshot=snapshot) as db:
+            yield _Conn(db)
+
+    async def _batch(self, work: Work) -> list[int]:
+        """Statements of several callers in one transaction and one hop to the thread."""
+        async with self._lock:
+            if self._db is None:
+                raise RuntimeError("SqliteTaskStore is not open: await migrate() first")
+            db = self._db
+            run = db._execute  # one hop into aiosqlite's thread for the batch
+            counts: list[int] = await run(_apply_batch, db._conn, work)  # type: ignore[no-untyped-call]
+        return counts
+
+    async def _insert_deliveries(self, batch: Sequence[DeliveryItem]) -> list[bool]:
+        stmt = (
+            "INSERT INTO deliveries (id, event, body, received_at, body_sha256) "
+            "VALUES (?1, ?2, ?3, ?4, sha256(?3)) ON CONFLICT DO NOTHING"
+        )
+        counts = await self._batch([(stmt, _params(item)) for item in batch])
+        return [count == 1 for count in counts]
+
+    async def _mark_deliveries(self, batch: Sequence[MarkItem]) -> list[None]:
+        stmt = "UPDATE deliveries SET processed_at = ?2, error = ?3 WHERE id = ?1"
+        await self._batch([(stmt, _params(item)) for item in batch])
+        return [None] * len(batch)
+
+
+if TYPE_CHECKING:  # mypy proves the adapter satisfies the port
+    from ghapp.core.ports import TaskStore
+
+    _PORT: type[TaskStore] = SqliteTaskStore
