@@ -196,9 +196,9 @@ def build(
         raise ValueError("APP_ID and PRIVATE_KEY are required to run the GitHub App")
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
-    log_reader = AgentLogReader()
     store = open_store(settings)
     git = GitWorkspace(settings.data_dir, settings.worker_user)  # may refuse: before the session
+    log_reader = AgentLogReader(store)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
     forge = GitHubForge(
@@ -369,7 +369,7 @@ def _runner(
             context_max_chars=settings.context_max_chars,
             max_attempts=settings.max_attempts,
         ),
-        logs=AgentLogReader(),
+        logs=AgentLogReader(store),
         settings=repo_settings,
         checks=sandbox_checks(settings, worker),
     )
@@ -385,6 +385,7 @@ def web_app(app: Ghapp) -> web.Application:
             secret=app.settings.webhook_secret,
             webhook_path=app.settings.webhook_path,
             on_stored=app.inbox.wake,
+            intake=app.inbox.intake,
             health=app.health,
             start=app.start,
             stop=app.stop,

@@ -194,6 +194,21 @@ class TaskStore(Protocol):
         """
         ...
 
+    async def append_task_log(self, task_id: int, attempt: int, text: str, keep: int) -> None:
+        """Add readable log lines to the task's stored tail; only its last `keep` characters stay.
+
+        A newer attempt's lines replace an older one's; an older attempt's are ignored.
+        """
+        ...
+
+    async def task_log(self, task_id: int, attempt: int) -> str | None:
+        """The stored tail of that attempt's log; None when it stored none."""
+        ...
+
+    async def prune_task_logs(self, before: datetime) -> int:
+        """Drop the stored logs of tasks that finished before `before`; how many."""
+        ...
+
     async def requeue_expired(
         self, now: datetime, node: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
     ) -> list[Task]:
@@ -489,8 +504,11 @@ class Worker(Protocol):
 class LogReader(Protocol):
     """Reads a task log, whose format only the agent adapter knows."""
 
-    async def tail(self, path: Path) -> list[str]:
-        """Readable lines from the end of the log; OSError when it cannot be read."""
+    async def tail(self, task: Task) -> list[str]:
+        """Readable lines from the end of the task's current attempt's log, from any node.
+
+        OSError when it cannot be read.
+        """
         ...
 
 

@@ -621,7 +621,7 @@ class TaskRunner:
         """
         if not tail and done.state is TaskState.FAILED and done.log_path and self.logs:
             with contextlib.suppress(Exception):
-                tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
+                tail = "\n".join((await self.logs.tail(done))[-15:])[-3000:]
         await self._track(done, log_tail=tail, notes=notes, gate=gate)
         if done.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")

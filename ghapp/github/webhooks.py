@@ -23,10 +23,21 @@ from ghapp.github import events
 from ghapp.github.auth import github_unavailable
 
 log = logging.getLogger(__name__)
-# Intake goes first: the inbox starts when deliveries pause this long, or this late at most,
-# and then takes one batch; under a flood the rest waits in the store, not in memory.
+# Intake goes first: the inbox starts when no webhook is being taken in and deliveries have
+# paused this long, or this late at most, and then takes one batch; under a flood the rest
+# waits in the store, not in memory.
 QUIET_S = 0.02
 MAX_WAIT_S = 1.0
+
+
+class Intake:
+    """How many webhook requests the web layer is taking in right now."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    def busy(self) -> bool:
+        return self.in_flight > 0
 
 
 @dataclass(frozen=True)
@@ -202,6 +213,7 @@ class Inbox:
         self._loop: asyncio.Task[None] | None = None
         self._woken = 0.0  # monotonic time of the last wake (a delivery was stored)
         self._due: float | None = None  # loop time of the earliest deferred delivery
+        self.intake = Intake()
 
     def wake(self) -> None:
         self._woken = time.monotonic()
@@ -221,7 +233,7 @@ class Inbox:
     async def _quiet(self) -> None:
         """Wait for a pause in intake (or MAX_WAIT_S): answering GitHub comes first."""
         for _ in range(round(MAX_WAIT_S / QUIET_S)):
-            if time.monotonic() - self._woken >= QUIET_S:
+            if not self.intake.busy() and time.monotonic() - self._woken >= QUIET_S:
                 return
             await asyncio.sleep(QUIET_S)
 
@@ -266,6 +278,7 @@ class Inbox:
                 if time.monotonic() > deadline:
                     break
                 mark = await self._handle(delivery)
+                await asyncio.sleep(0)  # a request that arrived meanwhile is answered first
                 if mark is not None:
                     marks.append(asyncio.ensure_future(mark))
                 handled += 1

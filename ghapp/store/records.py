@@ -117,6 +117,44 @@ class Records(Dialect):
             )
         return slot
 
+    # -- task logs, readable from every node -------------------------------------------
+    async def append_task_log(self, task_id: int, attempt: int, text: str, keep: int) -> None:
+        """Add readable lines to the task's stored log; only its last `keep` characters stay."""
+        async with self._tx() as conn:
+            await conn.run(
+                "INSERT INTO task_logs (task_id, attempt, text) VALUES ($1, $2, $3) "
+                "ON CONFLICT (task_id) DO UPDATE SET text = CASE "
+                "WHEN task_logs.attempt = excluded.attempt "
+                "THEN task_logs.text || excluded.text ELSE excluded.text END, "
+                "attempt = excluded.attempt WHERE task_logs.attempt <= excluded.attempt",
+                task_id,
+                attempt,
+                text,
+            )
+            await conn.run(
+                "UPDATE task_logs SET text = substr(text, length(text) - $2 + 1) "
+                "WHERE task_id = $1 AND length(text) > $2",
+                task_id,
+                keep,
+            )
+
+    async def task_log(self, task_id: int, attempt: int) -> str | None:
+        """The stored tail of that attempt's log; None when it stored none."""
+        async with self._read() as conn:
+            found = await conn.value(
+                "SELECT text FROM task_logs WHERE task_id = $1 AND attempt = $2", task_id, attempt
+            )
+        return None if found is None else str(found)
+
+    async def prune_task_logs(self, before: datetime) -> int:
+        """Drop the stored logs of tasks that finished before `before`."""
+        async with self._tx() as conn:
+            return await conn.run(
+                "DELETE FROM task_logs WHERE task_id IN "
+                "(SELECT id FROM tasks WHERE finished_at < $1)",
+                before,
+            )
+
     # -- installations and projects -----------------------------------------------------
     async def upsert_installation(self, installation: Installation) -> None:
         """Record an installation, replacing its account and its whole repository list."""

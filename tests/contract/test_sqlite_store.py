@@ -22,8 +22,8 @@ from tests.contract.task_store_contract import (
     queued,
 )
 
-# the schema step that hashes delivery bodies: the upgrade test starts just before it
-HASH_STEP = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in " ".join(step))
+# the step that hashes delivery bodies
+HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])
 
 
 class TestSqliteTaskStore(TaskStoreContract):
@@ -104,9 +104,9 @@ class TestSqliteTaskStore(TaskStoreContract):
     ) -> None:
         db_path.parent.mkdir(parents=True)
         raw = sqlite3.connect(db_path, isolation_level=None)
-        for statement in (s for step in MIGRATIONS[:HASH_STEP] for s in step):  # the step before
+        for statement in (s for step in MIGRATIONS[:HASHES] for s in step):
             raw.execute(statement)
-        raw.execute(f"PRAGMA user_version = {HASH_STEP}")
+        raw.execute(f"PRAGMA user_version = {HASHES}")
         for delivery_id, body in (("a", b"X"), ("replay-of-a", b"X"), ("b", b"Y")):
             raw.execute(
                 "INSERT INTO deliveries (id, event, body, received_at) VALUES (?, 'issues', ?, ?)",

@@ -234,7 +234,7 @@ class MemoryLogs:
 
     lines: list[str] = field(default_factory=lambda: ["$ git commit", "done"])
 
-    async def tail(self, path: Path) -> list[str]:
+    async def tail(self, task: Task) -> list[str]:
         return list(self.lines)
 
 

@@ -185,7 +185,7 @@ async def test_rejected_token_leaves_the_bot_off_and_never_logs_it(
         "999:wrong-secret",
         [CHAT],
         rig.service,
-        AgentLogReader(),
+        AgentLogReader(rig.store),
         api_url=rig.fake.base_url,
         config=FAST,
     )
