@@ -60,7 +60,7 @@ async def test_two_pollers_of_one_token_conflict_and_say_so(
         rig.fake.token,
         [CHAT],
         rig.service,
-        AgentLogReader(),
+        AgentLogReader(rig.store),
         api_url=rig.fake.base_url,
         config=FAST,
     )
