@@ -18,6 +18,7 @@ from ghapp.core.model import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
+    GhappError,
     Lease,
     LeaseLost,
     PullRequest,
@@ -271,6 +272,7 @@ class TaskRunner:
             except Exception as exc:
                 log.exception("task %s failed inside ghapp", task.id)
                 result = _Result(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            heartbeat.cancel()  # the outcome is settled: its (paced) reports need no lease
             await self._finish(run, result, cost_box[0])
         finally:
             heartbeat.cancel()
@@ -542,7 +544,10 @@ class TaskRunner:
             return _Result(TaskState.FAILED, refused)
         if commits:
             await self._hold(run)
-            await self._with_token(task, lambda token: self.vcs.push(ws, token))
+            try:
+                await self._with_token(task, lambda token: self.vcs.push(ws, token))
+            except GhappError as exc:  # refused (workflows, protection, size): nothing landed
+                return _Result(TaskState.FAILED, f"the push failed: {exc}")
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
         if outcome.stopped is StopReason.CANCELLED:
             current = await self.store.get_task(task.id)
