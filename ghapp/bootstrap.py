@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,6 +68,7 @@ class Ghapp:
     bot: TelegramBot | None = None
     slack: SlackBot | None = None
     disk: DiskGauge | None = None
+    blockers: list[str] = field(default_factory=list)  # why no task can run on this host
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
@@ -104,6 +106,7 @@ class Ghapp:
             log.exception("health check: store failed")
         runner_ok = self.runner is None or self.runner.alive
         runner = "off" if self.runner is None else "ok" if runner_ok else "stopped"
+        tasks = "off" if self.runner is None else "; ".join(self.blockers) or "ok"
         telegram = "off"
         if self.bot is not None:
             telegram = "polling" if self.bot.polling else "standby"
@@ -114,9 +117,10 @@ class Ghapp:
             except OSError as exc:
                 disk = f"unknown: {exc.strerror}"
         return {
-            "ok": db_ok and runner_ok,
+            "ok": db_ok and runner_ok and not self.blockers,
             "database": "ok" if db_ok else "down",
             "runner": runner,
+            "tasks": tasks,
             "telegram": telegram,
             "slack": self.slack.mode if self.slack is not None else "off",
             "role": self.role.value,
@@ -127,12 +131,35 @@ class Ghapp:
         }
 
 
+def task_blockers(settings: Settings) -> list[str]:
+    """What makes every task fail on this host; /healthz is not ok while any remains."""
+    problems = []
+    if shutil.which(settings.claude_bin) is None:
+        problems.append(f"CLAUDE_BIN: the Claude CLI {settings.claude_bin!r} is not installed")
+    if not {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} & set(settings.anthropic_env):
+        problems.append("ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) is not set")
+    return problems
+
+
 def prepare_data_dir(data_dir: Path) -> None:
     """ghapp's own files are private; the sandbox user may only traverse to its checkout."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o711)
     (data_dir / "logs").mkdir(exist_ok=True)
     os.chmod(data_dir / "logs", 0o700)
+
+
+def store_pacer(
+    store: TaskStore, clock: SystemClock, interval_s: float
+) -> Callable[[int], Awaitable[float]]:
+    """GitHub write slots from the store, so every process of a cluster shares the spacing."""
+
+    async def pace(installation_id: int) -> float:
+        now = clock.now()
+        slot = await store.reserve_write(installation_id, now, interval_s)
+        return (slot - now).total_seconds()
+
+    return pace
 
 
 def open_store(settings: Settings) -> TaskStore:
@@ -170,10 +197,16 @@ def build(
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
     store = open_store(settings)
+    git = GitWorkspace(settings.data_dir, settings.worker_user)  # may refuse: before the session
     log_reader = AgentLogReader(store)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
-    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s, secrets=settings.secrets)
+    forge = GitHubForge(
+        auth,
+        write_interval_s=settings.write_interval_s,
+        pacer=store_pacer(store, clock, settings.write_interval_s),
+        secrets=settings.secrets,
+    )
     reporter = Reporter(forge, messenger or NullMessenger(), settings.command)
     limits = Limits(
         settings.daily_budget_usd,
@@ -181,15 +214,27 @@ def build(
         settings.task_budget_max_usd,
         settings.command,
     )
-    git = GitWorkspace(settings.data_dir, settings.worker_user)
     repo_settings = MirrorSettings(git, caps(settings))
     service = TaskService(store, forge, reporter, clock, limits, repo_settings)
     before_runner: list[Callable[[], Awaitable[object]]] = []
     runner = None
     if role.runs_tasks:
-        runner = _runner(
-            settings, store, forge, reporter, clock, worker, worker_env, poll_s, git, repo_settings
-        )
+        try:
+            runner = _runner(
+                settings,
+                store,
+                forge,
+                reporter,
+                clock,
+                worker,
+                worker_env,
+                poll_s,
+                git,
+                repo_settings,
+            )
+        except BaseException:
+            session.detach()  # nothing was sent: no "Unclosed client session" after the error
+            raise
         if isinstance(runner.worker, ClaudeWorker):
             before_runner.append(runner.worker.reap_leftovers)
         service.runner = runner
@@ -211,7 +256,7 @@ def build(
             settings.task_budget_max_usd,
             watcher,
         )
-        inbox = ClaimingInbox(store, ctx, clock, settings.node_id)
+        inbox = ClaimingInbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
     app = Ghapp(
         settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
     )
@@ -220,6 +265,10 @@ def build(
     app.extra_start.append(Retention(store, settings.data_dir, settings.retention_days, clock, vcs))
     if role.serves_webhooks:
         app.extra_start.append(RedeliverySweep(auth, store))
+    if runner is not None and worker is None:
+        app.blockers = task_blockers(settings)
+        for problem in app.blockers:
+            log.error("no task can run: %s", problem)
     if runner is not None and isinstance(store, PostgresTaskStore):
         app.extra_start.append(PgListener(store.dsn, runner.wake, runner.request_stop))
     _messaging(app, settings, forge, log_reader, reporter if messenger is None else None)

@@ -62,7 +62,10 @@ def agent_identity(run_as: str | None) -> Identity:
     try:
         target = pwd.getpwnam(run_as)
     except KeyError:
-        raise GhappError(f"MC_WORKER_USER {run_as!r} is not an OS user") from None
+        raise GhappError(
+            f"MC_WORKER_USER: there is no OS user {run_as!r}; create it (README, "
+            '"The sandbox user") or unset MC_WORKER_USER for development'
+        ) from None
     switch = "setpriv" if os.geteuid() == 0 else "sudo"
     return Identity(run_as, target.pw_uid, target.pw_gid, switch)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ghapp.core.attempt import Attempt, Ending, Job
 from ghapp.core.gate import touched
-from ghapp.core.model import TaskState
+from ghapp.core.model import GhappError, TaskState
 from ghapp.core.ports import AgentOutcome, Forge, StopReason, TaskStore, Vcs
 from ghapp.core.verifying import block_reason, pr_body, workflow_refusal
 
@@ -36,7 +36,10 @@ class Landing:
             return Ending(TaskState.FAILED, refused)
         if commits:
             await attempt.hold()
-            await attempt.with_token(lambda token: self.vcs.push(ws, token))
+            try:
+                await attempt.with_token(lambda token: self.vcs.push(ws, token))
+            except GhappError as exc:  # refused (workflows, protection, size): nothing landed
+                return Ending(TaskState.FAILED, f"the push failed: {exc}")
         saved = f"; work so far is on branch {ws.branch}" if commits else ""
         if outcome.stopped is StopReason.CANCELLED:
             current = await self.store.get_task(task.id)

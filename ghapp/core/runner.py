@@ -244,6 +244,7 @@ class TaskRunner:
             except Exception as exc:
                 log.exception("task %s failed inside ghapp", task.id)
                 ending = Ending(TaskState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            heartbeat.cancel()  # the outcome is settled: its (paced) reports need no lease
             await self.finisher.finish(attempt, ending)
         finally:
             heartbeat.cancel()

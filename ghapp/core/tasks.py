@@ -201,6 +201,12 @@ class TaskService:
         if trig.is_pull_request:
             parent = await self.store.task_for_pr(trig.repo, trig.number)
             if parent is None:
+                await self._say(
+                    trig,
+                    "MissionControl only takes feedback on pull requests it opened; "
+                    f"this one is not. To start a task, use `{self.limits.prefix} <instructions>` "
+                    "on an issue.",
+                )
                 return "ignored: not a MissionControl pull request"
             branch, pr_number, parent_id = parent.branch, parent.pr_number, parent.id
             title, body, pr_description = parent.title, parent.body, trig.body
@@ -229,7 +235,16 @@ class TaskService:
             pr_description=pr_description,
         )
         task = await self.submit(new)
-        return "queued" if task is not None else "ignored: already active"
+        if task is not None:
+            return "queued"
+        active = await self.store.active_task_for(trig.repo, trig.number)
+        which = f"Task #{active.id} is" if active is not None else "A task is"
+        await self._say(
+            trig,
+            f"{which} already queued or running here, so this request was not queued. Use "
+            f"`{self.limits.prefix} cancel` first, or ask again once it has finished.",
+        )
+        return "ignored: already active"
 
     async def issue_closed(self, repo: str, installation_id: int, number: int, closer: str) -> str:
         """Closing stops the issue's task only when the closer may write or asked for it.

@@ -16,7 +16,7 @@ import aiohttp
 import jwt
 from cachetools import TLRUCache
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from gidgethub import HTTPException
+from gidgethub import GitHubBroken, HTTPException, RateLimitExceeded
 from gidgethub import aiohttp as gh_aiohttp
 
 from ghapp.endpoints import GITHUB_API_URL
@@ -63,6 +63,13 @@ def retry_delay(exc: HTTPException, attempt: int) -> float | None:
         # GitHub's advice when it says nothing: wait a minute, then back off exponentially.
         return 60.0 * float(2 ** (attempt - 1))
     return None  # a 403 that is a real permission error
+
+
+def github_unavailable(exc: BaseException) -> bool:
+    """GitHub is down, unreachable or rate-limiting: the same call may work later."""
+    if isinstance(exc, GitHubBroken | RateLimitExceeded | aiohttp.ClientError | OSError):
+        return True  # 5xx, an exhausted quota, no connection (TimeoutError is an OSError)
+    return isinstance(exc, HTTPException) and retry_delay(exc, 1) is not None
 
 
 class GitHubClient(gh_aiohttp.GitHubAPI):

@@ -76,11 +76,19 @@ class Git:
         self.worker_ids: tuple[int, int] | None = None
         self._setpriv = ""
         if worker_user is not None:
-            entry = pwd.getpwnam(worker_user)
+            try:
+                entry = pwd.getpwnam(worker_user)
+            except KeyError:
+                raise GitError(
+                    f"MC_WORKER_USER: there is no OS user {worker_user!r}; create it (README, "
+                    '"The sandbox user") or unset MC_WORKER_USER for development'
+                ) from None
             self.worker_ids = (entry.pw_uid, entry.pw_gid)
             self._setpriv = shutil.which("setpriv") or ""
             if not self._setpriv:
-                raise GitError("setpriv (util-linux) is needed to read checkouts as the worker")
+                raise GitError(
+                    "MC_WORKER_USER is set but setpriv is missing: apt-get install util-linux"
+                )
 
     def upload_pack_as_worker(self, home: Path) -> str:
         """A shell command that serves a checkout with the worker's privileges only."""

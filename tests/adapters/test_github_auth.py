@@ -121,10 +121,10 @@ async def test_each_installation_gets_its_own_token(auth: AppAuth, fake: FakeGit
 
 
 async def test_token_is_refreshed_before_it_expires(auth: AppAuth, fake: FakeGitHub) -> None:
-    fake.token_lifetime_s = 4
+    fake.token_lifetime_s = 8  # refreshed after 4 s (half its life), live until 7-8 s
     first = await auth.installation_token(1)
     assert await auth.installation_token(1) == first
-    await asyncio.sleep(2.6)
+    await asyncio.sleep(4.6)
     second = await auth.installation_token(1)
     assert second != first
     assert fake.token_mints == 2

@@ -766,6 +766,32 @@ class TaskStoreContract:
         assert [d.id for d in late] == ["d2"]
         assert [d.id for d in await store.pending_deliveries()] == ["d2"]
 
+    async def test_a_deferred_delivery_waits_for_its_time_then_goes_to_any_node(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        await store.add_delivery("d1", "issues", b"{}", at(1))
+        [claimed] = await store.claim_deliveries("n1", at(2), 300)
+        await store.defer_delivery(claimed.id, at(3), "GitHub 502: Bad Gateway")
+        [pending] = await store.pending_deliveries()  # still unprocessed, with its last error
+        assert pending.error == "GitHub 502: Bad Gateway" and pending.processed_at is None
+        assert await store.claim_deliveries("n1", at(2), 300) == []  # not even its old holder
+        assert await other.claim_deliveries("n2", at(3) - timedelta(seconds=1), 300) == []
+        assert [d.id for d in await other.claim_deliveries("n2", at(3), 300)] == ["d1"]
+        await other.mark_delivery("d1", at(4))
+        await store.defer_delivery("d1", at(9), "late")  # a processed delivery stays processed
+        assert await store.pending_deliveries() == []
+
+    async def test_write_slots_are_spaced_per_installation_across_processes(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        slots = await asyncio.gather(*(s.reserve_write(7, at(1), 1.0) for s in [store, other] * 3))
+        assert sorted(slots) == [at(1) + timedelta(seconds=i) for i in range(6)]
+        assert await other.reserve_write(8, at(1), 1.0) == at(1)  # another installation
+        # Long after the last slot a write goes at once.
+        assert await store.reserve_write(7, at(9), 1.0) == at(9)
+
     async def test_concurrent_delivery_claims_split_the_inbox(
         self, store: TaskStore, open_store: StoreFactory
     ) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from ghapp.core.model import TaskState
+from ghapp.core.model import GhappError, TaskState
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.contract.task_store_contract import (
@@ -154,7 +154,7 @@ class TestPostgresTaskStore(TaskStoreContract):
             await conn.close()
         store = PostgresTaskStore(dsn)
         try:
-            with pytest.raises(RuntimeError, match="newer"):
+            with pytest.raises(GhappError, match="newer"):
                 await store.migrate()
         finally:
             await store.close()

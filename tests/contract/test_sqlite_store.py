@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ghapp.core.model import TaskState
+from ghapp.core.model import GhappError, TaskState
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.contract.task_store_contract import (
@@ -130,7 +130,7 @@ class TestSqliteTaskStore(TaskStoreContract):
         raw.close()
         store = SqliteTaskStore(db_path)
         try:
-            with pytest.raises(RuntimeError, match="newer"):
+            with pytest.raises(GhappError, match="newer"):
                 await store.migrate()
         finally:
             await store.close()

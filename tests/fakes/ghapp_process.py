@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from ghapp.agent.claude import RUN_MARKER
-from ghapp.agent.procs import kill_marked
+from ghapp.agent.procs import kill_marked, marked_pids
 from tests.fakes.stack import eventually
 
 
@@ -41,6 +41,12 @@ def free_port() -> int:
 def agent_instance(data_dir: Path) -> str:
     """The instance tag ClaudeWorker puts in RUN_MARKER for this data directory."""
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def agent_pids(data_dir: Path) -> list[int]:
+    """Live processes of the agents a ghapp of this data directory started (any depth)."""
+    marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
+    return [pid for pid in marked_pids(marker, None, prefix=True) if alive(pid)]
 
 
 def kill_agents(data_dir: Path) -> int:

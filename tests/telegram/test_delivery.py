@@ -108,8 +108,8 @@ async def test_unreachable_at_start_does_not_block_and_catches_up(
         started = time.monotonic()
         await rig.bot.start()
         await rig.queue(issue=1)  # the core notifies while Telegram is away
-        assert time.monotonic() - started < 0.5
-        await asyncio.sleep(0.3)
+        assert time.monotonic() - started < 2.0  # far below PTB's timeouts and backoff
+        await asyncio.sleep(0.3)  # a negative: nothing may arrive while Telegram is away
         assert not rig.bot.connected and rig.fake.sent == []
         await rig.fake.up()
         await rig.connected()
@@ -128,7 +128,7 @@ async def test_unreachable_mid_way_never_blocks_tasks_and_notices_resume(
     started = time.monotonic()
     task = await rig.queue(issue=7)
     await rig.run_all()
-    assert time.monotonic() - started < 0.5  # submit and run never wait for Telegram
+    assert time.monotonic() - started < 2.0  # submit and run never wait for Telegram
     assert (await rig.store.get_task(task.id)).state is TaskState.SUCCEEDED  # type: ignore[union-attr]
     await asyncio.sleep(0.1)
     await rig.fake.up()
@@ -167,7 +167,7 @@ async def test_outbox_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:
         started = time.monotonic()
         for i in range(10):
             await rig.bot.notify(Notice("queued", f"n{i}"))
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 1.0
         await rig.fake.up()
         await rig.connected()
         await rig.bot.outbox.idle()
@@ -210,4 +210,4 @@ async def test_stop_is_bounded_while_telegram_is_down(rig: Rig) -> None:
     await rig.bot.notify(Notice("queued", "pending"))
     started = time.monotonic()
     await rig.bot.stop()
-    assert time.monotonic() - started < 2.0 and not rig.bot.connected
+    assert time.monotonic() - started < 5.0 and not rig.bot.connected

@@ -24,6 +24,7 @@ class NoticeKind(StrEnum):
     CLOSED = "closed"
     BUDGET_80 = "budget_80"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    DELIVERY_FAILED = "delivery_failed"
 
 
 @dataclass(frozen=True)

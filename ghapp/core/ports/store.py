@@ -61,6 +61,17 @@ class TaskStore(Protocol):
         self, delivery_id: str, processed_at: datetime, error: str | None = None
     ) -> None: ...
 
+    async def reserve_write(
+        self, installation_id: int, now: datetime, interval_s: float
+    ) -> datetime:
+        """When this installation's next GitHub write may go: `interval_s` after the one
+        reserved before it (by any process), and not before `now`."""
+        ...
+
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        ...
+
     async def has_delivery(self, delivery_id: str) -> bool: ...
 
     async def prune_deliveries(self, before: datetime) -> int:

@@ -168,6 +168,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 7: GitHub write pacing per installation, shared by every process of the cluster.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id BIGINT PRIMARY KEY,
+            next_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

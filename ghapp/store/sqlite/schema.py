@@ -166,6 +166,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 8: GitHub write pacing per installation, shared by every process of the store.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id INTEGER PRIMARY KEY,
+            next_at TEXT NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
