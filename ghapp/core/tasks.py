@@ -10,7 +10,7 @@ from typing import Protocol
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.gate import SettingsInvalid
 from ghapp.core.model import WRITERS, GhappError, NewTask, Task, TaskSource, TaskState
-from ghapp.core.ports import Clock, Forge, SettingsSource, TaskStore
+from ghapp.core.ports import Clock, Forge, NoticeKind, SettingsSource, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
@@ -279,9 +279,8 @@ class TaskService:
         )
         if comment_id is not None:
             task = await self.store.update(task.id, tracking_comment_id=comment_id)
-        await self.reporter.notify(
-            "queued", f"Task #{task.id} queued: {task.repo}#{task.issue_number} {task.title}", task
-        )
+        text = f"Task #{task.id} queued: {task.repo}#{task.issue_number} {task.title}"
+        await self.reporter.notify(NoticeKind.QUEUED, text, task)
         if self.runner is not None:
             self.runner.wake()
         return task
@@ -297,7 +296,8 @@ class TaskService:
                 self.runner.request_stop(task.id)
             return task
         await self.reporter.track(task)
-        await self.reporter.notify("cancelled", f"Task #{task.id} cancelled: {reason}", task)
+        text = f"Task #{task.id} cancelled: {reason}"
+        await self.reporter.notify(NoticeKind.CANCELLED, text, task)
         return task
 
     async def retry(self, task_id: int) -> Task | None:
@@ -320,7 +320,7 @@ class TaskService:
             return None
         await self.reporter.track(task, position=await self.store.queue_position(task.id))
         await self.reporter.notify(
-            "queued", f"Task #{task.id} re-queued (attempt {task.attempt})", task
+            NoticeKind.QUEUED, f"Task #{task.id} re-queued (attempt {task.attempt})", task
         )
         if self.runner is not None:
             self.runner.wake()

@@ -17,7 +17,7 @@ from gidgethub import routing, sansio
 
 from ghapp.core.ci import CiWatcher
 from ghapp.core.model import Delivery, GhappError, Installation, TaskState
-from ghapp.core.ports import Clock, TaskStore
+from ghapp.core.ports import Clock, NoticeKind, TaskStore
 from ghapp.core.tasks import TaskService
 from ghapp.github import events
 from ghapp.github.auth import github_unavailable
@@ -131,7 +131,9 @@ async def on_pr_closed(event: sansio.Event, ctx: Context) -> None:
     repo, number, outcome = fate
     task = await ctx.store.task_for_pr(repo, number)
     if task is not None:
-        await ctx.service.reporter.notify(outcome, f"Task #{task.id}: pull request {outcome}", task)
+        await ctx.service.reporter.notify(
+            NoticeKind(outcome), f"Task #{task.id}: pull request {outcome}", task
+        )
     while task is not None:  # the follow-ups and the task that opened the PR
         if task.state is TaskState.SUCCEEDED:
             await ctx.service.reporter.track(await ctx.store.update(task.id, pr_fate=outcome))
@@ -297,7 +299,7 @@ class Inbox:
             error = f"gave up after {age:.0f} s: {outcome.error}"
             log.error("delivery %s (%s) failed: %s", delivery.id, delivery.event, error)
             await self.ctx.service.reporter.notify(
-                "delivery_failed",
+                NoticeKind.DELIVERY_FAILED,
                 f"GitHub delivery {delivery.id} ({delivery.event}) was dropped: GitHub could "
                 f"not be reached for {age / 60:.0f} min (MC_INBOX_RETRY_S). Last error: "
                 f"{outcome.error[:200]}",
