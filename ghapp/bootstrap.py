@@ -17,7 +17,7 @@ from aiohttp import web
 from ghapp.agent.claude import ClaudeWorker
 from ghapp.agent.factory import claude_worker, sandbox_checks
 from ghapp.agent.logview import AgentLogReader
-from ghapp.cluster import ClaimingInbox, Role
+from ghapp.cluster import Role
 from ghapp.config import Settings
 from ghapp.core.ci import CiPolicy, CiWatcher
 from ghapp.core.model import TaskState, utcnow
@@ -28,7 +28,8 @@ from ghapp.core.tasks import Limits, TaskService
 from ghapp.github.auth import AppAuth
 from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
-from ghapp.github.webhooks import Context, Inbox
+from ghapp.github.webhooks import Context
+from ghapp.inbox import Inbox
 from ghapp.messaging.fanout import FanOut
 from ghapp.repo_settings import Caps
 from ghapp.retention import DiskGauge, Retention
@@ -256,7 +257,7 @@ def build(
             settings.task_budget_max_usd,
             watcher,
         )
-        inbox = ClaimingInbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
+        inbox = Inbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
     app = Ghapp(
         settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
     )

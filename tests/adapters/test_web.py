@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ghapp.core.model import TaskState
-from ghapp.github.webhooks import Context, Inbox
+from ghapp.github.webhooks import Context
+from ghapp.inbox import Inbox
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app, signature_ok
 from tests.conftest import payload, sign, webhook_headers
