@@ -246,6 +246,15 @@ class TaskService:
         )
         return "ignored: already active"
 
+    async def label_removed(self, repo: str, number: int, label: str) -> str:
+        """Removing the trigger label stops the issue's active task, whoever removed it
+        (GitHub lets only triage and above change labels)."""
+        task = await self.store.active_task_for(repo, number)
+        if task is None:
+            return "nothing active"
+        await self.cancel(task.id, f"the {label} label was removed")
+        return "cancelled"
+
     async def issue_closed(self, repo: str, installation_id: int, number: int, closer: str) -> str:
         """Closing stops the issue's task only when the closer may write or asked for it.
 
@@ -267,6 +276,22 @@ class TaskService:
         noted = await self.store.update(task.id, note=note)
         await self.reporter.track(noted, position=await self.store.queue_position(task.id))
         return "kept"
+
+    async def pr_closed(self, repo: str, number: int, outcome: str) -> str:
+        """ghapp's pull request was merged or closed: tell the operator, and record its fate
+        on the task that opened it and on each follow-up that succeeded."""
+        task = await self.store.task_for_pr(repo, number)
+        if task is None:
+            return "not ours"
+        await self.reporter.notify(
+            NoticeKind(outcome), f"Task #{task.id}: pull request {outcome}", task
+        )
+        while task is not None:  # the follow-ups and the task that opened the PR
+            if task.state is TaskState.SUCCEEDED:
+                await self.reporter.track(await self.store.update(task.id, pr_fate=outcome))
+            parent = task.parent_task_id
+            task = await self.store.get_task(parent) if parent is not None else None
+        return outcome
 
     async def submit(self, new: NewTask) -> Task | None:
         """Queue a task and announce it; None when its issue already has an active task."""

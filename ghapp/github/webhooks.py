@@ -9,8 +9,8 @@ from typing import Any
 from gidgethub import routing, sansio
 
 from ghapp.core.ci import CiWatcher
-from ghapp.core.model import Installation, TaskState
-from ghapp.core.ports import NoticeKind, TaskStore
+from ghapp.core.model import Installation
+from ghapp.core.ports import TaskStore
 from ghapp.core.tasks import TaskService
 from ghapp.github import events
 
@@ -76,21 +76,12 @@ async def on_review_comment(event: sansio.Event, ctx: Context) -> None:
         )
 
 
-async def _cancel_issue_task(event: sansio.Event, ctx: Context, why: str) -> None:
-    """Removing the label or closing the issue stops its active task."""
-    ref = events.issue_ref(event.data)
-    if ref is None:
-        return
-    task = await ctx.store.active_task_for(*ref)
-    if task is not None:
-        await ctx.service.cancel(task.id, why)
-
-
 @lifecycle.register("issues", action="unlabeled")
 async def on_unlabeled(event: sansio.Event, ctx: Context) -> None:
     label = event.data.get("label") or {}
-    if isinstance(label, dict) and label.get("name") == ctx.label:
-        await _cancel_issue_task(event, ctx, f"the {ctx.label} label was removed")
+    ref = events.issue_ref(event.data)
+    if isinstance(label, dict) and label.get("name") == ctx.label and ref is not None:
+        log.info("%s#%s unlabeled: %s", *ref, await ctx.service.label_removed(*ref, ctx.label))
 
 
 @lifecycle.register("issues", action="closed")
@@ -103,19 +94,8 @@ async def on_issue_closed(event: sansio.Event, ctx: Context) -> None:
 @lifecycle.register("pull_request", action="closed")
 async def on_pr_closed(event: sansio.Event, ctx: Context) -> None:
     fate = events.pr_fate(event.data)
-    if fate is None:
-        return
-    repo, number, outcome = fate
-    task = await ctx.store.task_for_pr(repo, number)
-    if task is not None:
-        await ctx.service.reporter.notify(
-            NoticeKind(outcome), f"Task #{task.id}: pull request {outcome}", task
-        )
-    while task is not None:  # the follow-ups and the task that opened the PR
-        if task.state is TaskState.SUCCEEDED:
-            await ctx.service.reporter.track(await ctx.store.update(task.id, pr_fate=outcome))
-        parent = task.parent_task_id
-        task = await ctx.store.get_task(parent) if parent is not None else None
+    if fate is not None:
+        log.info("PR %s#%s closed: %s", fate[0], fate[1], await ctx.service.pr_closed(*fate))
 
 
 @installs.register("installation")
