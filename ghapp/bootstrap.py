@@ -168,7 +168,6 @@ def build(
         watcher = CiWatcher(store, forge, forge, repo_settings, service.submit, clock, policy)
         ctx = Context(
             service,
-            store,
             settings.trigger_label,
             settings.command,
             settings.task_budget_max_usd,

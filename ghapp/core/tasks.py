@@ -9,7 +9,15 @@ from typing import Protocol
 
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.gate import SettingsInvalid
-from ghapp.core.model import WRITERS, GhappError, NewTask, Task, TaskSource, TaskState
+from ghapp.core.model import (
+    WRITERS,
+    GhappError,
+    Installation,
+    NewTask,
+    Task,
+    TaskSource,
+    TaskState,
+)
 from ghapp.core.ports import Clock, Forge, NoticeKind, SettingsSource, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
@@ -292,6 +300,24 @@ class TaskService:
             parent = task.parent_task_id
             task = await self.store.get_task(parent) if parent is not None else None
         return outcome
+
+    async def installation_changed(self, action: str, installation: Installation) -> str:
+        """The app was installed, removed, unsuspended or given new permissions."""
+        if action == "deleted":
+            await self.store.remove_installation(installation.id)
+            return "removed"
+        if action in ("created", "new_permissions_accepted", "unsuspend"):
+            await self.store.upsert_installation(installation)
+            return "saved"
+        return "ignored"
+
+    async def repositories_changed(
+        self, installation: Installation, added: list[str], removed: list[str]
+    ) -> None:
+        """Repositories were added to or removed from an installation, known yet or not."""
+        if installation.id not in {i.id for i in await self.store.installations()}:
+            await self.store.upsert_installation(installation)
+        await self.store.set_installation_repos(installation.id, added, removed)
 
     async def submit(self, new: NewTask) -> Task | None:
         """Queue a task and announce it; None when its issue already has an active task."""

@@ -10,7 +10,6 @@ from gidgethub import routing, sansio
 
 from ghapp.core.ci import CiWatcher
 from ghapp.core.model import Installation
-from ghapp.core.ports import TaskStore
 from ghapp.core.tasks import TaskService
 from ghapp.github import events
 
@@ -22,7 +21,6 @@ class Context:
     """What every handler gets: the service and the trigger settings."""
 
     service: TaskService
-    store: TaskStore
     label: str
     prefix: str
     max_budget: float
@@ -101,25 +99,21 @@ async def on_pr_closed(event: sansio.Event, ctx: Context) -> None:
 @installs.register("installation")
 async def on_installation(event: sansio.Event, ctx: Context) -> None:
     change = events.installation_change(event.data)
-    if change is None:
-        return
-    inst_id, account, repos, _ = change
-    action = event.data.get("action")
-    if action == "deleted":
-        await ctx.store.remove_installation(inst_id)
-    elif action in ("created", "new_permissions_accepted", "unsuspend"):
-        await ctx.store.upsert_installation(Installation(inst_id, account, tuple(repos)))
+    if change is not None:
+        inst_id, account, repos, _ = change
+        action = str(event.data.get("action") or "")
+        done = await ctx.service.installation_changed(
+            action, Installation(inst_id, account, tuple(repos))
+        )
+        log.info("installation %s %s: %s", inst_id, action, done)
 
 
 @installs.register("installation_repositories")
 async def on_installation_repos(event: sansio.Event, ctx: Context) -> None:
     change = events.installation_change(event.data)
-    if change is None:
-        return
-    inst_id, account, added, removed = change
-    if inst_id not in {i.id for i in await ctx.store.installations()}:
-        await ctx.store.upsert_installation(Installation(inst_id, account, ()))
-    await ctx.store.set_installation_repos(inst_id, added, removed)
+    if change is not None:
+        inst_id, account, added, removed = change
+        await ctx.service.repositories_changed(Installation(inst_id, account, ()), added, removed)
 
 
 class _Router(routing.Router):

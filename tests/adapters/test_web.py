@@ -216,7 +216,7 @@ async def test_replay_under_a_new_delivery_id_is_a_duplicate(
 async def test_the_inbox_waits_while_a_webhook_is_being_taken_in(
     aiohttp_client: Any, store: SqliteTaskStore
 ) -> None:
-    inbox = Inbox(store, Context(None, store, "mc-auto", "/mc", 1.0), FakeClock())  # type: ignore[arg-type]
+    inbox = Inbox(store, Context(None, "mc-auto", "/mc", 1.0), FakeClock())  # type: ignore[arg-type]
 
     async def health() -> dict[str, Any]:
         return {"ok": True}
