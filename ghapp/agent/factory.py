@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 from ghapp.agent import cgroup
 from ghapp.agent.claude import ClaudeWorker, SandboxConfig, agent_identity
@@ -44,6 +45,11 @@ def sandboxing(settings: Settings, uid: int | None, gid: int | None) -> SandboxC
     return SandboxConfig(bwrap, limits, allow, memory_cgroups=cgroup.unavailable() is None)
 
 
+def agent_instance(data_dir: Path) -> str:
+    """The tag RUN_MARKER carries for one data directory, so a restart finds its own leftovers."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def claude_worker(
     settings: Settings, store: TaskStore, clock: Clock, extra_env: dict[str, str] | None
 ) -> ClaudeWorker:
@@ -70,5 +76,5 @@ def claude_worker(
         repo_settings=settings.repo_agent_settings,
         max_turns=settings.max_turns,
         log_max_bytes=settings.log_max_mb << 20,
-        instance=hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12],
+        instance=agent_instance(settings.data_dir),
     )
