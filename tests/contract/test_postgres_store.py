@@ -78,7 +78,9 @@ class TestPostgresTaskStore(TaskStoreContract):
             await asyncio.gather(*(s.migrate() for s in stores))
             conn = await asyncpg.connect(dsn)
             try:
-                assert await conn.fetch("SELECT version FROM ghapp_schema") == [(SCHEMA_VERSION,)]
+                assert [tuple(r) for r in await conn.fetch("SELECT version FROM ghapp_schema")] == [
+                    (SCHEMA_VERSION,)
+                ]
             finally:
                 await conn.close()
             task = await queued(stores[0])

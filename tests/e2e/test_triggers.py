@@ -66,6 +66,7 @@ async def test_label_by_admin_queues_once_and_reacts(stack: Stack) -> None:
     await eventually(lambda: processed(stack))
     assert len(await tasks(stack)) == 1
     await app.service.cancel(task.id, "test over")
+    assert app.runner is not None
     await app.runner.drain()
 
 
@@ -138,6 +139,7 @@ async def test_deliveries_stored_before_a_crash_are_processed_on_start(stack: St
     [task] = await tasks(stack)
     assert task.delivery_id == "lost-1" and await app.store.pending_deliveries() == []
     await app.service.cancel(task.id, "test over")
+    assert app.runner is not None
     await app.runner.drain()
 
 
