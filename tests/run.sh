@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the suite needs, then lint, types, tests.
-# Extra arguments go to pytest, e.g. `tests/run.sh tests/unit -x`.
+# Extra arguments go to pytest, e.g. `tests/run.sh tests/unit -x`; then the core's branch
+# coverage must reach CORE_COVERAGE (only when the whole suite ran, so a subset is not refused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLAUDE_VERSION=2.1.197
 WORKER_USER=${MC_TEST_WORKER_USER:-mc-worker}
+CORE_COVERAGE=90
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -52,11 +54,18 @@ step "lint and types"
 
 step "tests"
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --cov --cov-report= "$@"
 status=$?
 set -e
 if [ $status -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
+
+step "branch coverage (ghapp in this process; ghapp/core must reach $CORE_COVERAGE %)"
+.venv/bin/python -m coverage report --skip-covered --sort=cover
+gate=()
+[ $# -eq 0 ] && gate=(--fail-under="$CORE_COVERAGE")
+.venv/bin/python -m coverage report --include='ghapp/core/*' "${gate[@]}" | tail -n 1 | sed 's/^TOTAL/ghapp\/core/' \
+  || { echo "ghapp/core's branch coverage is under $CORE_COVERAGE %" >&2; exit 1; }
 exit $status
