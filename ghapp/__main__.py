@@ -1,6 +1,6 @@
 """`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, prune
-(what is older than MC_RETENTION_DAYS, once), or migrate-store (copy the SQLite store into
-PostgreSQL).
+(what is older than MC_RETENTION_DAYS, once), migrate-store (copy the SQLite store into
+PostgreSQL), or check-config PATH (validate a repository's .github/ghapp.yml, e.g. in its own CI).
 
 `--role web` serves webhooks only, `--role worker` runs tasks only (and /healthz on PORT);
 the default runs both. Several processes share one queue through DATABASE_URL=postgresql://.
@@ -172,6 +172,33 @@ def prune() -> int:
     return 0
 
 
+def check_config(path: str | None) -> int:
+    """Validate a `.github/ghapp.yml` the way a task would, against this environment's caps."""
+    from ghapp.bootstrap import caps
+    from ghapp.core.gate import SETTINGS_PATH, SettingsInvalid
+    from ghapp.repo_settings import parse
+
+    target = Path(path or SETTINGS_PATH)
+    try:
+        text = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"ghapp: cannot read {target}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        limits = caps(load_settings({**environment(), "WEBHOOK_SECRET": "check-config"}))
+    except ConfigError as exc:
+        print(f"ghapp: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = parse(text, limits).settings
+    except SettingsInvalid as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{target}: valid")
+    print(settings.describe())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ghapp",
@@ -182,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check", "prune", "migrate-store"],
+        choices=["serve", "check", "prune", "migrate-store", "check-config"],
+    )
+    parser.add_argument(
+        "path", nargs="?", help="check-config: the file (default .github/ghapp.yml)"
     )
     parser.add_argument(
         "--role",
@@ -206,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         return check.main()
     if args.command == "prune":
         return prune()
+    if args.command == "check-config":
+        return check_config(args.path)
     if args.command == "migrate-store":
         return migrate_store(args.to, args.source, args.replace)
     return serve(Role(args.role))

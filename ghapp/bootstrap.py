@@ -14,12 +14,23 @@ import aiohttp
 from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
-from ghapp.agent.factory import claude_worker
+from ghapp.agent.factory import claude_worker, sandbox_checks
 from ghapp.agent.logview import AgentLogReader
 from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
+from ghapp.core.ci import CiPolicy, CiWatcher
 from ghapp.core.model import TaskState, utcnow
-from ghapp.core.ports import Clock, Forge, LogReader, Messenger, TaskStore, Vcs, Worker
+from ghapp.core.ports import (
+    Checks,
+    Clock,
+    Forge,
+    LogReader,
+    Messenger,
+    SettingsSource,
+    TaskStore,
+    Vcs,
+    Worker,
+)
 from ghapp.core.report import NullMessenger, Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
@@ -28,6 +39,7 @@ from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.messaging.fanout import FanOut
+from ghapp.repo_settings import Caps
 from ghapp.retention import DiskGauge, Retention
 from ghapp.slack.bot import EVENTS_PATH, SlackBot
 from ghapp.store.postgres import PostgresTaskStore
@@ -37,6 +49,7 @@ from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
 from ghapp.web import WebDeps, create_app
 from ghapp.workspace.git import GitWorkspace
+from ghapp.workspace.settings import MirrorSettings
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +145,7 @@ class Crew:
     worker: Worker
     config: RunnerConfig
     logs: LogReader | None = None
+    checks: Checks | None = None
 
 
 @dataclass(frozen=True)
@@ -150,14 +164,24 @@ def build_core(
     limits: Limits,
     messenger: Messenger | None = None,
     crew: Crew | None = None,
+    settings: SettingsSource | None = None,
 ) -> Core:
     """Wire Reporter, TaskService and TaskRunner over given ports; production and tests alike."""
     reporter = Reporter(forge, messenger or NullMessenger(), limits.prefix)
-    service = TaskService(store, forge, reporter, clock, limits)
+    service = TaskService(store, forge, reporter, clock, limits, settings)
     runner = None
     if crew is not None:
         runner = TaskRunner(
-            store, forge, crew.vcs, crew.worker, reporter, clock, crew.config, logs=crew.logs
+            store,
+            forge,
+            crew.vcs,
+            crew.worker,
+            reporter,
+            clock,
+            crew.config,
+            logs=crew.logs,
+            settings=settings,
+            checks=crew.checks,
         )
         service.runner = runner
     return Core(reporter, service, runner)
@@ -176,6 +200,19 @@ def open_store(settings: Settings) -> TaskStore:
     if settings.is_postgres:
         return PostgresTaskStore(settings.database_url)
     return SqliteTaskStore(settings.sqlite_path)
+
+
+def caps(settings: Settings) -> Caps:
+    """The operator's limits over a repository's `.github/ghapp.yml`."""
+    models = settings.models or ((settings.model,) if settings.model else ())
+    return Caps(
+        models=models,
+        max_budget_usd=settings.task_budget_max_usd,
+        max_turns=settings.max_turns,
+        timeout_s=settings.soft_timeout_s,
+        verify_timeout_max_s=settings.verify_timeout_max_s,
+        protected_paths=settings.protected_paths,
+    )
 
 
 def build(
@@ -203,16 +240,33 @@ def build(
         settings.task_budget_max_usd,
         settings.command,
     )
-    crew = _crew(settings, store, clock, worker, worker_env, poll_s) if role.runs_tasks else None
-    core = build_core(store, forge, clock, limits, messenger, crew)
+    git = GitWorkspace(settings.data_dir, settings.worker_user)
+    repo_settings = MirrorSettings(git, caps(settings))
+    crew = None
+    if role.runs_tasks:
+        crew = _crew(settings, store, clock, worker, worker_env, poll_s, git)
+    core = build_core(store, forge, clock, limits, messenger, crew, repo_settings)
     service, runner = core.service, core.runner
     before_runner: list[Callable[[], Awaitable[object]]] = []
     if runner is not None and isinstance(runner.worker, ClaudeWorker):
         before_runner.append(runner.worker.reap_leftovers)
     inbox = None
     if role.serves_webhooks:
+        policy = CiPolicy(
+            max_per_pr=settings.ci_fix_max,
+            budget_usd=settings.task_budget_usd,
+            author_email=git.author_email,
+            prefix=settings.command,
+            max_budget_usd=settings.task_budget_max_usd,
+        )
+        watcher = CiWatcher(store, forge, forge, repo_settings, service.submit, clock, policy)
         ctx = Context(
-            service, store, settings.trigger_label, settings.command, settings.task_budget_max_usd
+            service,
+            store,
+            settings.trigger_label,
+            settings.command,
+            settings.task_budget_max_usd,
+            watcher,
         )
         inbox = ClaimingInbox(store, ctx, clock, settings.node_id)
     app = Ghapp(
@@ -294,6 +348,7 @@ def _crew(
     worker: Worker | None,
     worker_env: dict[str, str] | None,
     poll_s: float,
+    git: GitWorkspace,
 ) -> Crew:
     """The agent, mirrors and checkouts on this process's own disk, with the runner's settings."""
     if worker is None:
@@ -312,8 +367,8 @@ def _crew(
         context_max_chars=settings.context_max_chars,
         max_attempts=settings.max_attempts,
     )
-    workspace = GitWorkspace(settings.data_dir, settings.worker_user)
-    return Crew(workspace, worker, config, logs=AgentLogReader())
+    checks = sandbox_checks(settings, worker)
+    return Crew(git, worker, config, logs=AgentLogReader(), checks=checks)
 
 
 def web_app(app: Ghapp) -> web.Application:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ghapp.core.gate import DEFAULT_PROTECTED
 from ghapp.core.model import GhappError
 from ghapp.core.runner import DEFAULT_MAX_TURNS, RunnerConfig
 from ghapp.endpoints import GITHUB_API_URL, SLACK_API_URL, TELEGRAM_API_URL
@@ -81,6 +82,10 @@ class Settings:
     context_max_chars: int = _RUNNER.context_max_chars
     max_attempts: int = _RUNNER.max_attempts
     retention_days: float = 30.0
+    models: tuple[str, ...] = ()  # MC_MODELS: what a repository's `model` may name
+    protected_paths: tuple[str, ...] = DEFAULT_PROTECTED
+    ci_fix_max: int = 2
+    verify_timeout_max_s: float = 1800.0
 
     @property
     def is_postgres(self) -> bool:
@@ -270,6 +275,13 @@ def _slack(r: _Reader) -> dict[str, Any]:
     }
 
 
+def _list(r: _Reader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated values; unset gives the default, an empty value gives none."""
+    if name not in r.env:
+        return default
+    return tuple(dict.fromkeys(p.strip() for p in r.env[name].split(",") if p.strip()))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate the whole configuration; ConfigError names the first bad variable."""
     r, d = _Reader(environment() if env is None else env), DEFAULTS
@@ -363,6 +375,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         context_max_chars=r.integer("MC_CONTEXT_MAX_CHARS", d.context_max_chars, minimum=1000),
         max_attempts=r.integer("MC_MAX_ATTEMPTS", d.max_attempts, minimum=1),
         retention_days=r.number("MC_RETENTION_DAYS", d.retention_days, minimum=1.0),
+        models=_list(r, "MC_MODELS", d.models),
+        protected_paths=_list(r, "MC_PROTECTED_PATHS", d.protected_paths),
+        ci_fix_max=r.integer("MC_CI_FIX_MAX", d.ci_fix_max),
+        verify_timeout_max_s=r.number(
+            "MC_VERIFY_TIMEOUT_MAX_S", d.verify_timeout_max_s, minimum=1.0
+        ),
     )
 
 

@@ -152,8 +152,9 @@ class ClaudeWorker:
         turns = request.max_turns or self._max_turns
         if turns:
             argv += ["--max-turns", str(turns)]
-        if self._model:
-            argv += ["--model", self._model]
+        model = request.model or self._model
+        if model:
+            argv += ["--model", model]
         return [*argv, *self._permission_flags]
 
     async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:

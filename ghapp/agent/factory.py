@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 from ghapp.agent import cgroup
+from ghapp.agent.checks import SandboxChecks
 from ghapp.agent.claude import ClaudeWorker, SandboxConfig, agent_identity
 from ghapp.agent.egress import AllowList
 from ghapp.agent.prices import load_prices
 from ghapp.agent.sandbox import AgentLimits, find_bwrap, probe
 from ghapp.config import ConfigError, Settings
-from ghapp.core.ports import Clock, TaskStore
+from ghapp.core.ports import Clock, TaskStore, Worker
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,13 @@ def claude_worker(
         log_max_bytes=settings.log_max_mb << 20,
         instance=agent_instance(settings.data_dir),
     )
+
+
+def sandbox_checks(settings: Settings, worker: Worker) -> SandboxChecks:
+    """Setup and verify commands in the agent's sandbox, as the agent's user."""
+    if isinstance(worker, ClaudeWorker):
+        identity, confinement = worker.identity, worker.sandboxing
+    else:  # a test's in-process agent: the same confinement as production would use
+        identity = agent_identity(settings.worker_user)
+        confinement = sandboxing(settings, identity.uid, identity.gid)
+    return SandboxChecks(identity, confinement, instance=agent_instance(settings.data_dir))

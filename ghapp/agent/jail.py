@@ -38,6 +38,7 @@ class Jail:
     cli_dirs: Sequence[Path] = ()
     cgroup: AttemptCgroup | None = None
     marker: str = ""
+    bridges: tuple[str, ...] = (sandbox.MODEL_SOCKET, sandbox.EGRESS_SOCKET)
 
     @classmethod
     def open(
@@ -50,6 +51,7 @@ class Jail:
         cli_dirs: Sequence[Path],
         cgroup: AttemptCgroup | None,
         marker: str,
+        bridges: tuple[str, ...] = (sandbox.MODEL_SOCKET, sandbox.EGRESS_SOCKET),
     ) -> Jail:
         """Make the attempt's private /tmp and ghapp's run directory (sockets, relay)."""
         tmp = home.parent / "tmp"
@@ -63,7 +65,7 @@ class Jail:
         (run / sandbox.RELAY).write_bytes(relay)
         os.chmod(run / sandbox.RELAY, 0o644)
         jail = cls(identity, sandbox.Dirs(checkout, home, tmp, run), bwrap, limits, cli_dirs)
-        jail.marker = marker
+        jail.marker, jail.bridges = marker, bridges
         if cgroup is not None and bwrap is not None:
             cgroup.create()
             jail.cgroup = cgroup
@@ -80,7 +82,9 @@ class Jail:
         """The whole command: switch user, enter the cgroup, bwrap, relay, then the CLI."""
         argv = list(cli)
         if self.bwrap is not None:
-            argv = sandbox.bwrap_argv(self.bwrap, self.dirs, self.cli_dirs, self.limits, argv)
+            argv = sandbox.bwrap_argv(
+                self.bwrap, self.dirs, self.cli_dirs, self.limits, argv, bridges=self.bridges
+            )
         if self.identity.switch == "setpriv":
             ids = [f"--reuid={self.identity.uid}", f"--regid={self.identity.gid}"]
             argv = ["setpriv", *ids, "--clear-groups", "--inh-caps=-all", "--", *argv]

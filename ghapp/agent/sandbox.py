@@ -23,6 +23,7 @@ EGRESS_PORT = 3128
 MODEL_SOCKET = "model.sock"
 EGRESS_SOCKET = "egress.sock"
 RELAY = "relay.py"
+BRIDGES = {MODEL_SOCKET: MODEL_PORT, EGRESS_SOCKET: EGRESS_PORT}
 SYSTEM_PYTHON = "/usr/bin/python3"
 # Only the parts of /etc that programs need: users, name lookup, TLS roots, linker, zones.
 ETC_ENTRIES = (
@@ -85,8 +86,13 @@ def bwrap_argv(
     limits: AgentLimits,
     command: Sequence[str],
     root: Path = Path("/"),
+    bridges: Sequence[str] = (MODEL_SOCKET, EGRESS_SOCKET),
 ) -> list[str]:
-    """The bwrap command line for one attempt; the environment is passed as bwrap's own."""
+    """The bwrap command line for one attempt; the environment is passed as bwrap's own.
+
+    `bridges` are the sockets of ghapp's that inside gets as loopback ports: none at all
+    means no network whatsoever (the sandbox has only its own loopback).
+    """
     argv = [
         bwrap,
         "--unshare-all",
@@ -134,8 +140,8 @@ def bwrap_argv(
         ("core", 0),
     ):
         argv += ["--limit", f"{name}={value}"]
-    argv += ["--bridge", f"{MODEL_PORT}={INSIDE_RUN}/{MODEL_SOCKET}"]
-    argv += ["--bridge", f"{EGRESS_PORT}={INSIDE_RUN}/{EGRESS_SOCKET}"]
+    for name in bridges:
+        argv += ["--bridge", f"{BRIDGES[name]}={INSIDE_RUN}/{name}"]
     return [*argv, "--", *command]
 
 

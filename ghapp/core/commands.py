@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ghapp.core.model import BadCommand
 
 _BUDGET = re.compile(r"(?:^|\s)budget\s*=\s*(\S*)", re.IGNORECASE)
-_WORDS = ("status", "cancel", "retry", "help")
+_WORDS = ("status", "cancel", "retry", "help", "config")
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,15 @@ class NewTaskCommand:
 
 @dataclass(frozen=True)
 class SimpleCommand:
-    """status, cancel, retry or help: no arguments."""
+    """status, cancel, retry, help or config; autofix takes `on` or `off`."""
 
     name: str
+    arg: str = ""
 
     @property
     def changes_state(self) -> bool:
-        """Only writers may cancel or retry; anyone who can comment may ask."""
-        return self.name in ("cancel", "retry")
+        """Only writers may cancel, retry, switch autofix, or make ghapp fetch for config."""
+        return self.name in ("cancel", "retry", "config", "autofix")
 
 
 Command = NewTaskCommand | SimpleCommand
@@ -43,6 +44,8 @@ def help_text(prefix: str, max_budget_usd: float) -> str:
         f"`{prefix} status` where this task stands\n"
         f"`{prefix} cancel` stop the queued or running task\n"
         f"`{prefix} retry` run the failed or cancelled task again\n"
+        f"`{prefix} config` the effective settings (`.github/ghapp.yml` over the operator's)\n"
+        f"`{prefix} autofix off` (or `on`) on a pull request: whether red CI gets a follow-up\n"
         f"`{prefix} help` this text"
     )
 
@@ -85,6 +88,9 @@ def parse_command(text: str, prefix: str, max_budget_usd: float) -> Command | No
     word = first.strip().lower()
     if word in _WORDS and not tail.strip():
         return SimpleCommand(word)
+    name, _, arg = word.partition(" ")
+    if name == "autofix" and arg.strip() in ("on", "off") and not tail.strip():
+        return SimpleCommand(name, arg.strip())
     instructions, budget = parse_budget(rest, max_budget_usd)
     if not instructions:
         raise BadCommand("say what to do, not only the budget")

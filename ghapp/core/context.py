@@ -145,9 +145,8 @@ class ContextReader:
         own = _own(task, budget)
         threads = await self._threads(task)
         linked = next((n for _, n, _ in threads if n != task.issue_number), None)
-        refs = referenced_issues(
-            (own.title, own.body, own.instructions), {task.issue_number, linked or 0}
-        )
+        asked = "" if task.source is TaskSource.CI else own.instructions  # CI logs: no #N
+        refs = referenced_issues((own.title, own.body, asked), {task.issue_number, linked or 0})
         inst, repo = task.installation_id, task.repo
         found, issues = await asyncio.gather(
             asyncio.gather(*(self.forge.thread(inst, repo, n, review=r) for _, n, r in threads)),

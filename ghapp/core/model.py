@@ -42,6 +42,7 @@ class TaskSource(StrEnum):
     REVIEW = "review"
     TELEGRAM = "telegram"
     SLACK = "slack"
+    CI = "ci"  # a follow-up ghapp queued itself because CI failed on its pull request
 
     @property
     def from_chat(self) -> bool:
@@ -292,6 +293,29 @@ class PullRequest:
     url: str
     head: str
     state: str = "open"
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One check run on a commit, as the forge reports it."""
+
+    id: int
+    name: str
+    status: str  # queued, in_progress, completed, ...
+    conclusion: str | None  # success, failure, timed_out, cancelled, neutral, ... when completed
+    output: str = ""  # its title, summary and text
+    app: str = ""  # the app that made it, e.g. github-actions
+
+
+@dataclass(frozen=True)
+class PullHead:
+    """Where an open or closed pull request's head stands now."""
+
+    number: int
+    sha: str
+    branch: str
+    open: bool
 
 
 class GhappError(Exception):

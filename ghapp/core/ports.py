@@ -10,11 +10,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from ghapp.core.gate import CheckResult, RepoSettings
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
     LOCAL_NODE,
     BudgetView,
+    CheckRun,
     Claim,
     Delivery,
     Installation,
@@ -22,6 +24,7 @@ from ghapp.core.model import (
     Lease,
     NewTask,
     Project,
+    PullHead,
     PullRequest,
     Repository,
     Task,
@@ -266,8 +269,18 @@ class Forge(Protocol):
         ...
 
     async def open_pr(
-        self, installation_id: int, repo: str, *, head: str, base: str, title: str, body: str
-    ) -> PullRequest: ...
+        self,
+        installation_id: int,
+        repo: str,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool = False,
+    ) -> PullRequest:
+        """Open a PR; a draft where the repository allows drafts, else ready and saying so."""
+        ...
 
     async def update_pr(
         self, installation_id: int, repo: str, number: int, *, body: str
@@ -285,6 +298,26 @@ class Forge(Protocol):
 
     async def issue(self, installation_id: int, repo: str, number: int) -> IssueText | None:
         """An issue's or PR's title and description; None when it does not exist."""
+        ...
+
+
+class CiForge(Protocol):
+    """What the forge says about CI on a pull request (GitHub: checks and Actions)."""
+
+    async def pull_head(self, installation_id: int, repo: str, number: int) -> PullHead | None:
+        """The pull request's current head; None when it does not exist."""
+        ...
+
+    async def check_runs(self, installation_id: int, repo: str, sha: str) -> list[CheckRun]:
+        """The latest check run of each name on a commit."""
+        ...
+
+    async def committer_email(self, installation_id: int, repo: str, sha: str) -> str:
+        """Who committed a commit (its committer's email), to tell ghapp's from a person's."""
+        ...
+
+    async def job_log(self, installation_id: int, repo: str, job_id: int) -> str | None:
+        """An Actions job's log; None when the check run has none (another app's check)."""
         ...
 
 
@@ -328,8 +361,10 @@ class Workspace:
 class Vcs(Protocol):
     """Git work on mirrors and task checkouts; the token only ever lives in env."""
 
-    async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
-        """Fetch the mirror, make the private checkout on the task branch.
+    async def prepare(
+        self, task: Task, repo: Repository, token: str, *, fetch: bool = True
+    ) -> Workspace:
+        """Fetch the mirror (fetch=False: it was just fetched), make the private checkout.
 
         Reuses the remote task branch when it already exists (a retry or follow-up).
         """
@@ -345,7 +380,48 @@ class Vcs(Protocol):
 
     async def push(self, ws: Workspace, token: str) -> None: ...
 
+    async def head(self, ws: Workspace) -> str:
+        """The checkout's HEAD commit."""
+        ...
+
+    async def reset(self, ws: Workspace, sha: str) -> None:
+        """Put the checkout back at `sha` exactly, dropping what checks wrote or committed."""
+        ...
+
+    async def changed_files(self, ws: Workspace, base: str) -> list[str]:
+        """Paths that base..HEAD changes."""
+        ...
+
     async def cleanup(self, ws: Workspace) -> None: ...
+
+
+class SettingsSource(Protocol):
+    """A repository's own settings, read where the agent cannot change them."""
+
+    async def load(self, repo: Repository, token: str) -> RepoSettings:
+        """Fetch the repository; its settings at the head of its default branch.
+
+        No file gives the operator's settings; an invalid one raises SettingsInvalid.
+        """
+        ...
+
+
+class Checks(Protocol):
+    """Runs a repository's setup or verify commands on a checkout, confined like the agent."""
+
+    async def run(
+        self,
+        commands: Sequence[str],
+        ws: Workspace,
+        *,
+        network: bool,
+        timeout_s: float,
+        stop: asyncio.Event,
+        keep_going: bool,
+    ) -> list[CheckResult]:
+        """Each command in order, each within timeout_s; stops at the first failure unless
+        keep_going, and at `stop`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -362,6 +438,7 @@ class AgentRequest:
     kill_after_s: float
     max_turns: int | None = None
     attempt: int = 1
+    model: str | None = None  # None: the operator's
 
 
 class StopReason(StrEnum):

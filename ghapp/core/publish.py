@@ -87,6 +87,15 @@ def fenced(text: str, info: str = "") -> str:
     return f"{fence}{info}\n{text}\n{fence}"
 
 
+def code(text: str, limit: int = 400) -> str:
+    """An inline code span the text cannot close, on one line (a path, a command)."""
+    text = one_line(text, limit)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
 def quoted(text: str) -> str:
     """A block quote: whatever markdown or HTML the text opens ends with the quote."""
     return "\n".join(f"> {line}" if line else ">" for line in inert(text).splitlines())

@@ -34,6 +34,7 @@ def render_tracking(
     position: int | None = None,
     log_tail: str = "",
     notes: str = "",
+    gate: str = "",
     now: datetime | None = None,
 ) -> str:
     """The body of the tracking comment for the task's current state."""
@@ -68,6 +69,11 @@ def render_tracking(
         lines.append(f"Reason: {one_line(task.failure_reason)}")
         if task.state is TaskState.FAILED:
             lines.append(f"Comment `{prefix} retry` to run it again.")
+    if gate:  # one line, and at the end of a follow-up its Checks section below it
+        line, _, section = gate.partition("\n")
+        lines.append(f"Checks: {line}")
+        if section:
+            lines += ["", section]
     if notes:
         lines.append(f"Network: {notes} (the operator may allow hosts with MC_AGENT_ALLOW_HOSTS)")
     if log_tail and task.state is TaskState.FAILED:
@@ -90,7 +96,13 @@ class Reporter:
         self.prefix = prefix
 
     async def track(
-        self, task: Task, *, position: int | None = None, log_tail: str = "", notes: str = ""
+        self,
+        task: Task,
+        *,
+        position: int | None = None,
+        log_tail: str = "",
+        notes: str = "",
+        gate: str = "",
     ) -> int | None:
         """Create or edit the task's tracking comment; returns the comment id.
 
@@ -99,7 +111,9 @@ class Reporter:
         """
         if self.forge is None or task.issue_number <= 0:
             return task.tracking_comment_id
-        body = render_tracking(task, self.prefix, position=position, log_tail=log_tail, notes=notes)
+        body = render_tracking(
+            task, self.prefix, position=position, log_tail=log_tail, notes=notes, gate=gate
+        )
         comment_id = task.tracking_comment_id
         try:
             if comment_id is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ghapp.core.context import DEFAULT_MAX_CHARS, ContextReader, Conversation
+from ghapp.core.gate import RepoSettings, SettingsInvalid, touched
 from ghapp.core.model import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_ATTEMPTS,
@@ -28,9 +29,11 @@ from ghapp.core.model import (
 from ghapp.core.ports import (
     AgentOutcome,
     AgentRequest,
+    Checks,
     Clock,
     Forge,
     LogReader,
+    SettingsSource,
     StopReason,
     TaskStore,
     Vcs,
@@ -38,10 +41,18 @@ from ghapp.core.ports import (
     Workspace,
 )
 from ghapp.core.prompt import build_prompt
-from ghapp.core.publish import fenced, quoted
+from ghapp.core.publish import code
 from ghapp.core.report import Reporter
 from ghapp.core.tasks import requester_refusal
 from ghapp.core.transitions import WAITING_FOR_BUDGET
+from ghapp.core.verifying import (
+    Gate,
+    block_reason,
+    pr_body,
+    run_setup,
+    verify,
+    workflow_refusal,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,29 +107,8 @@ class _Result:
     reason: str | None = None
     pr: PullRequest | None = None
     notes: str = ""  # for the final tracking comment, e.g. hosts the egress proxy refused
-
-
-def pr_body(task: Task, outcome: AgentOutcome, commits: list[str], duration_s: float) -> str:
-    """The pull request description: summary, commits, cost, and the issue it closes."""
-    origin = (
-        f"Requested from {task.source.value.title()}"
-        if task.source.from_chat
-        else f"Requested by @{task.requester}"
-    )
-    lines = [
-        quoted(outcome.summary.strip()[:20_000]) or "(the agent gave no summary)",
-        "",
-        "### Commits",
-        fenced("\n".join(commits[:100])),
-        "",
-        f"{origin}. MissionControl task #{task.id}, attempt {task.attempt}; "
-        f"cost ${task.cost_usd + outcome.cost_usd:.2f}; agent time {duration_s:.0f} s.",
-    ]
-    if outcome.egress_blocked:
-        lines += ["", f"Network {outcome.egress_blocked} (allow with MC_AGENT_ALLOW_HOSTS)."]
-    if task.issue_number > 0 and not task.is_pull_request:
-        lines += ["", f"Closes #{task.issue_number}"]
-    return "\n".join(lines)
+    gate: str = ""  # the verify gate's outcome, for the final tracking comment
+    tail: str = ""  # shown instead of the log's last lines (a failed check's output)
 
 
 class TaskRunner:
@@ -134,10 +124,13 @@ class TaskRunner:
         clock: Clock,
         config: RunnerConfig,
         logs: LogReader | None = None,
+        settings: SettingsSource | None = None,
+        checks: Checks | None = None,
     ) -> None:
         self.store, self.forge, self.vcs, self.worker = store, forge, vcs, worker
         self.reporter, self.clock, self.config = reporter, clock, config
         self.logs = logs
+        self.settings, self.checks = settings, checks
         self.context = ContextReader(forge, store, config.context_max_chars)
         self._wake = asyncio.Event()
         self._runs: dict[int, _Run] = {}
@@ -175,6 +168,7 @@ class TaskRunner:
         now, node = self.clock.now(), self.config.node
         await self._expired(await self.store.requeue_expired(now, node, self.config.max_attempts))
         self._swept_at = time.monotonic()
+        self._stopping = False
         self._loop = asyncio.create_task(self._claim_loop(), name="ghapp-runner")
 
     async def stop(self) -> None:
@@ -342,7 +336,7 @@ class TaskRunner:
             raise LeaseLost(run.task.id, run.lease)
 
     async def _attempt(self, task: Task, run: _Run, cost_box: list[float]) -> _Result:
-        """Prepare, run the agent, then let git decide what happened."""
+        """Read the repository's settings, prepare, run the agent, verify, then let git decide."""
         refusal = await requester_refusal(self.forge, task)
         if refusal is not None:
             return _Result(TaskState.FAILED, refusal)
@@ -356,29 +350,110 @@ class TaskRunner:
             "started", f"Task #{task.id} started: {task.repo}#{task.issue_number}", task
         )
         repo = await self.forge.repository(task.installation_id, task.repo)
-        ws = await self._with_token(task, lambda token: self.vcs.prepare(task, repo, token))
+        settings = RepoSettings()
+        if self.settings is not None:
+            source = self.settings
+            try:
+                settings = await self._with_token(task, lambda token: source.load(repo, token))
+            except SettingsInvalid as exc:  # before the agent: nothing was spent
+                return _Result(TaskState.FAILED, str(exc))
+        if settings.base_branch:
+            repo = replace(repo, default_branch=settings.base_branch)
+        fetch = self.settings is None  # loading the settings has just fetched the mirror
+        ws = await self._with_token(
+            task, lambda token: self.vcs.prepare(task, repo, token, fetch=fetch)
+        )
         try:
             task = await self.store.update(task.id, branch=ws.branch, base_sha=ws.base_sha)
             if run.stop.is_set():
                 await self._hold(run)
                 return _Result(TaskState.CANCELLED, "cancelled before the agent started")
+            refused = await self._setup(task, run, ws, settings)
+            if refused is not None:
+                return refused
             started = self.clock.now()
-            outcome = await self._run_agent(task, ws, log_path, run.stop, convo)
+            outcome = await self._run_agent(task, ws, log_path, run.stop, convo, settings)
             cost_box[0] = outcome.cost_usd
+            rescued = await self.vcs.rescue(ws)
+            outcome, gate = await self._gate(
+                task, run, ws, settings, outcome, convo, log_path, cost_box
+            )
             duration = (self.clock.now() - started).total_seconds()
             async with asyncio.timeout(self.config.grace_s):
-                result = await self._publish(task, run, repo, ws, outcome, duration)
+                result = await self._publish(
+                    task, run, repo, ws, outcome, duration, settings, gate, rescued
+                )
             return replace(result, notes=outcome.egress_blocked)
         finally:
             with contextlib.suppress(Exception):
                 await self.vcs.cleanup(ws)
 
+    async def _setup(
+        self, task: Task, run: _Run, ws: Workspace, settings: RepoSettings
+    ) -> _Result | None:
+        """The repository's setup commands before the agent; a failure ends the attempt."""
+        if self.checks is None:
+            return None
+        failed = await run_setup(self.checks, ws, settings, run.stop, self._tracker(task))
+        if failed is None:
+            return None
+        reason = f"setup command {code(failed.command)} failed; the agent did not run"
+        return _Result(TaskState.FAILED, reason, tail=failed.tail)
+
+    async def _gate(
+        self,
+        task: Task,
+        run: _Run,
+        ws: Workspace,
+        settings: RepoSettings,
+        outcome: AgentOutcome,
+        convo: Conversation,
+        log_path: Path,
+        cost_box: list[float],
+    ) -> tuple[AgentOutcome, Gate | None]:
+        """The verify gate, for a completed run with commits and a repository that has one."""
+        if self.checks is None:
+            return outcome, None
+
+        async def fix(failure: str, budget: float) -> AgentOutcome:
+            again = await self._run_agent(
+                task, ws, log_path, run.stop, convo, settings, failure, budget
+            )
+            cost_box[0] += again.cost_usd
+            return again
+
+        return await verify(
+            self.vcs,
+            self.checks,
+            ws,
+            settings,
+            outcome,
+            base=ws.start_sha if task.parent_task_id is not None else ws.base_sha,
+            stop=run.stop,
+            budget_left=lambda: settings.budget(task.budget_usd) - cost_box[0],
+            track=self._tracker(task),
+            fix=fix,
+        )
+
+    def _tracker(self, task: Task) -> Callable[[str], Awaitable[object]]:
+        """Shows the gate's state on the task's tracking comment."""
+
+        async def track(state: str) -> None:
+            await self._track(task, gate=state)
+
+        return track
+
     async def _track(
-        self, task: Task, log_tail: str = "", position: int | None = None, notes: str = ""
+        self,
+        task: Task,
+        log_tail: str = "",
+        position: int | None = None,
+        notes: str = "",
+        gate: str = "",
     ) -> Task:
         """Write the tracking comment; remember its id if this call had to create it."""
         comment_id = await self.reporter.track(
-            task, log_tail=log_tail, position=position, notes=notes
+            task, log_tail=log_tail, position=position, notes=notes, gate=gate
         )
         if comment_id is None or task.tracking_comment_id is not None:
             return task
@@ -391,25 +466,43 @@ class TaskRunner:
         token = await self.forge.token(task.installation_id)
         try:
             return await git_call(token)
+        except SettingsInvalid:
+            raise
         except Exception:
             log.warning("git call for task %s failed; retrying with a fresh token", task.id)
             return await git_call(await self.forge.token(task.installation_id, refused=token))
 
     async def _run_agent(
-        self, task: Task, ws: Workspace, log_path: Path, stop: asyncio.Event, convo: Conversation
+        self,
+        task: Task,
+        ws: Workspace,
+        log_path: Path,
+        stop: asyncio.Event,
+        convo: Conversation,
+        settings: RepoSettings,
+        failure: str = "",
+        budget_usd: float | None = None,
     ) -> AgentOutcome:
         """Run the worker; an exception from it is a failed run that cost nothing known."""
         request = AgentRequest(
             task_id=task.id,
-            prompt=build_prompt(task, ws, convo),
+            prompt=build_prompt(
+                task,
+                ws,
+                convo,
+                guidance=settings.instructions,
+                guidance_path=settings.instructions_path,
+                failure=failure,
+            ),
             cwd=ws.path,
             home=ws.home,
-            budget_usd=task.budget_usd,
+            budget_usd=settings.budget(task.budget_usd) if budget_usd is None else budget_usd,
             log_path=log_path,
-            soft_timeout_s=self.config.soft_timeout_s,
+            soft_timeout_s=settings.timeout_s(self.config.soft_timeout_s),
             kill_after_s=self.config.kill_after_s,
-            max_turns=self.config.max_turns,
+            max_turns=settings.max_turns or self.config.max_turns,
             attempt=task.attempt,
+            model=settings.model,
         )
         ticker = asyncio.create_task(self._progress(task))
         try:
@@ -435,11 +528,18 @@ class TaskRunner:
         ws: Workspace,
         outcome: AgentOutcome,
         duration: float,
+        settings: RepoSettings,
+        gate: Gate | None,
+        rescued: bool,
     ) -> _Result:
-        """Rescue, verify, push, and open the PR only for a completed run with commits."""
-        rescued = await self.vcs.rescue(ws)
+        """Push, and open the PR only for a completed run with commits; the gate and the
+        protected paths decide whether it is ready, a draft, or no PR at all."""
         base = ws.start_sha if task.parent_task_id is not None else ws.base_sha
         commits = await self.vcs.commits_since(ws, base)
+        changed = await self.vcs.changed_files(ws, ws.base_sha) if commits else []
+        refused = workflow_refusal(changed)
+        if refused is not None:
+            return _Result(TaskState.FAILED, refused)
         if commits:
             await self._hold(run)
             await self._with_token(task, lambda token: self.vcs.push(ws, token))
@@ -451,13 +551,21 @@ class TaskRunner:
         if not outcome.completed:
             reason = outcome.reason or "the agent did not complete"
             if outcome.stopped is StopReason.TIMEOUT:
-                reason = f"stopped after {self.config.soft_timeout_s:g} s"
+                reason = f"stopped after {settings.timeout_s(self.config.soft_timeout_s):g} s"
             return _Result(TaskState.FAILED, f"{reason}{saved}")
         if not commits:
             return _Result(TaskState.FAILED, "the agent made no commits")
         if rescued:
             log.info("task %s: uncommitted work was rescued into a WIP commit", task.id)
-        body = pr_body(task, outcome, commits, duration)
+        follow_up = task.parent_task_id is not None
+        line = gate.report(section=follow_up) if gate is not None else ""
+        red = gate is not None and not gate.green
+        blocked = block_reason(gate, settings)
+        if blocked is not None:
+            reason, tail = blocked
+            return _Result(TaskState.FAILED, f"{reason}{saved}", gate=line, tail=tail)
+        protected = touched(changed, settings.protected_paths)
+        body = pr_body(task, outcome, commits, duration, gate, protected)
         await self._hold(run)
         pr = await self.forge.find_pr(task.installation_id, task.repo, ws.branch)
         if pr is None:
@@ -469,13 +577,14 @@ class TaskRunner:
                 base=repo.default_branch,
                 title=title,
                 body=body,
+                draft=red or bool(protected),
             )
-        elif task.parent_task_id is None:
+        elif not follow_up:
             await self.forge.update_pr(task.installation_id, task.repo, pr.number, body=body)
         await self.store.update(
             task.id, pr_number=pr.number, pr_url=pr.url, summary=outcome.summary[:4000]
         )
-        return _Result(TaskState.SUCCEEDED, pr=pr)
+        return _Result(TaskState.SUCCEEDED, pr=pr, gate=line)
 
     async def _finish(self, run: _Run, result: _Result, cost: float) -> None:
         """Write the terminal state and cost, then tell everyone; a lost lease only books."""
@@ -496,15 +605,19 @@ class TaskRunner:
         except Exception:
             log.exception("could not record the end of task %s", task.id)
             return
-        await self._report_end(done, cost, result.notes)
+        await self._report_end(done, cost, result.notes, gate=result.gate, tail=result.tail)
 
-    async def _report_end(self, done: Task, cost: float = 0.0, notes: str = "") -> None:
-        """Tell the issue and the operator how a task ended, then check the day's budget."""
-        tail = ""
-        if done.state is TaskState.FAILED and done.log_path and self.logs is not None:
+    async def _report_end(
+        self, done: Task, cost: float = 0.0, notes: str = "", gate: str = "", tail: str = ""
+    ) -> None:
+        """Tell the issue and the operator how a task ended, then check the day's budget.
+
+        A failed task shows the tail given (a failed check's output) or its log's last lines.
+        """
+        if not tail and done.state is TaskState.FAILED and done.log_path and self.logs:
             with contextlib.suppress(Exception):
                 tail = "\n".join((await self.logs.tail(Path(done.log_path)))[-15:])[-3000:]
-        await self._track(done, log_tail=tail, notes=notes)
+        await self._track(done, log_tail=tail, notes=notes, gate=gate)
         if done.state is TaskState.SUCCEEDED:
             await self.reporter.react(done, "rocket")
             await self.reporter.notify(

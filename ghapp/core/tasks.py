@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Protocol
 
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
-from ghapp.core.model import WRITERS, NewTask, Task, TaskSource, TaskState
-from ghapp.core.ports import Clock, Forge, TaskStore
+from ghapp.core.gate import SettingsInvalid
+from ghapp.core.model import WRITERS, GhappError, NewTask, Task, TaskSource, TaskState
+from ghapp.core.ports import Clock, Forge, SettingsSource, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
@@ -51,9 +52,10 @@ class Trigger:
 async def requester_refusal(forge: Forge | None, task: Task) -> str | None:
     """Why the person who asked for a GitHub task may no longer spend on it, asked afresh.
 
-    None when they still may write (or the task came from the operator's chat).
+    None when they still may write, or when no person asked now: the operator's chat, or a
+    red-CI follow-up ghapp queued itself (bounded by MC_CI_FIX_MAX, stopped by autofix off).
     """
-    if task.source.from_chat:
+    if task.source.from_chat or task.source is TaskSource.CI:
         return None
     role = (
         "none"
@@ -86,7 +88,9 @@ class TaskService:
         reporter: Reporter,
         clock: Clock,
         limits: Limits,
+        settings: SettingsSource | None = None,
     ) -> None:
+        self.settings = settings
         self.store = store
         self.forge = forge
         self.reporter = reporter
@@ -122,6 +126,23 @@ class TaskService:
             return "refused"
         if isinstance(trig.command, NewTaskCommand):
             return await self._queue(trig, trig.command)
+        if trig.command.name == "autofix":
+            if (
+                not trig.is_pull_request
+                or await self.store.task_for_pr(trig.repo, trig.number) is None
+            ):
+                await self._say(trig, "Autofix applies to MissionControl's pull requests.")
+                return "ignored: not a MissionControl pull request"
+            state = (
+                "on: red CI on a head MissionControl pushed gets a follow-up"
+                if trig.command.arg == "on"
+                else "off: red CI gets no follow-up"
+            )
+            await self._say(trig, f"Autofix is {state} for this pull request.")
+            return f"autofix {trig.command.arg}"
+        if trig.command.name == "config":
+            await self._say(trig, await self.describe_settings(trig.installation_id, trig.repo))
+            return "config"
         if trig.command.name == "cancel":
             task = await self.store.active_task_for(trig.repo, trig.number)
             if task is None:
@@ -138,6 +159,19 @@ class TaskService:
             await self._say(trig, f"Task #{again.id} was not run again: {again.failure_reason}.")
             return "refused retry"
         return "retried"
+
+    async def describe_settings(self, installation_id: int, repo: str) -> str:
+        """`/mc config`: the settings a task would run with now, or why it would be refused."""
+        if self.settings is None or self.forge is None:
+            return "This MissionControl reads no repository settings."
+        try:
+            found = await self.forge.repository(installation_id, repo)
+            token = await self.forge.token(installation_id)
+            return (await self.settings.load(found, token)).describe()
+        except SettingsInvalid as exc:
+            return f"A task here would be refused: {exc}"
+        except GhappError as exc:
+            return f"MissionControl could not read the settings: {exc}"
 
     async def _say(self, trig: Trigger, text: str) -> None:
         await self.reporter.reply(trig.installation_id, trig.repo, trig.number, text)

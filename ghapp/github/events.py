@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ghapp.core.ci import CiSignal
 from ghapp.core.commands import NewTaskCommand, parse_command
 from ghapp.core.model import BadCommand, TaskSource
 from ghapp.core.tasks import Trigger
@@ -227,3 +228,29 @@ def pr_fate(payload: Payload) -> tuple[str, int, str] | None:
     if not repo or number is None:
         return None
     return repo, number, "merged" if pr.get("merged") is True else "closed"
+
+
+def ci_signal(payload: Payload, delivery_id: str | None = None) -> CiSignal | None:
+    """check_suite.completed or check_run.completed: the commit and its pull requests.
+
+    A fork's PR is not listed (GitHub leaves `pull_requests` empty): ghapp's never are.
+    """
+    if payload.get("action") != "completed":
+        return None
+    item = _dict(payload.get("check_suite")) or _dict(payload.get("check_run"))
+    repo = _str(_dict(payload.get("repository")).get("full_name"))
+    installation = _int(_dict(payload.get("installation")).get("id"))
+    sha = _str(item.get("head_sha"))
+    pulls = item.get("pull_requests")
+    numbers = tuple(
+        dict.fromkeys(
+            n
+            for n in (
+                _int(_dict(p).get("number")) for p in (pulls if isinstance(pulls, list) else [])
+            )
+            if n is not None
+        )
+    )
+    if "/" not in repo or installation is None or len(sha) < 7 or not numbers:
+        return None
+    return CiSignal(repo, installation, sha, numbers[:10], delivery_id)

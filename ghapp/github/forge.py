@@ -17,6 +17,7 @@ from ghapp.core.model import GhappError, IssueText, PullRequest, Remark, Reposit
 from ghapp.core.ports import InstallationAccess
 from ghapp.core.publish import Scrubber
 from ghapp.github.auth import AppAuth, GitHubClient
+from ghapp.github.checks_api import ChecksApi
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,24 @@ def _repository(data: dict[str, Any]) -> Repository:
     )
 
 
+DRAFTS_UNSUPPORTED = "Draft pull requests are not supported"
+DRAFT_REFUSED_NOTE = (
+    "\n\n> GitHub does not allow draft pull requests in this repository, so this one is "
+    "open for review although MissionControl meant it as a draft."
+)
+
+
 def _pull(data: dict[str, Any]) -> PullRequest:
     return PullRequest(
         number=int(data["number"]),
         url=str(data["html_url"]),
         head=str(data["head"]["ref"]),
         state=str(data.get("state", "open")),
+        draft=data.get("draft") is True,
     )
 
 
-class GitHubForge:
+class GitHubForge(ChecksApi):
     """Forge on GitHub: relative URLs, one token retry after a 401, serial spaced writes."""
 
     def __init__(
@@ -347,16 +356,33 @@ class GitHubForge:
         return _pull(data[0]) if data else None
 
     async def open_pr(
-        self, installation_id: int, repo: str, *, head: str, base: str, title: str, body: str
+        self,
+        installation_id: int,
+        repo: str,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool = False,
     ) -> PullRequest:
-        """Open a PR; if one is already open for this head, return that one instead."""
-        payload = {"title": title, "head": head, "base": base, "body": trim_body(body)}
+        """Open a PR; if one is already open for this head, return that one instead.
+
+        A draft that GitHub refuses (422 on plans without drafts) is opened ready, saying so.
+        """
+        payload: dict[str, Any] = {"title": title, "head": head, "base": base}
+        payload |= {"body": trim_body(body), "draft": draft}
+        url = "/repos/{owner}/{name}/pulls"
         try:
-            data = await self._call(
-                installation_id, "POST", "/repos/{owner}/{name}/pulls", _repo_vars(repo), payload
-            )
+            data = await self._call(installation_id, "POST", url, _repo_vars(repo), payload)
         except BadRequest as exc:
             text = " ".join(str(a) for a in exc.args)
+            if draft and int(exc.status_code) == 422 and DRAFTS_UNSUPPORTED in text:
+                log.info("%s refuses draft pull requests; opening one ready", repo)
+                payload |= {"draft": False, "body": trim_body(body + DRAFT_REFUSED_NOTE)}
+                return _pull(
+                    await self._call(installation_id, "POST", url, _repo_vars(repo), payload)
+                )
             if int(exc.status_code) != 422 or "already exists" not in text:
                 raise
             existing = await self.find_pr(installation_id, repo, head)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from gidgethub import routing, sansio
 
+from ghapp.core.ci import CiWatcher
 from ghapp.core.model import Delivery, GhappError, Installation, TaskState
 from ghapp.core.ports import Clock, TaskStore
 from ghapp.core.tasks import TaskService
@@ -34,11 +35,22 @@ class Context:
     label: str
     prefix: str
     max_budget: float
+    ci: CiWatcher | None = None
 
 
 triggers = routing.Router()
 lifecycle = routing.Router()
 installs = routing.Router()
+checks = routing.Router()
+
+
+@checks.register("check_suite", action="completed")
+@checks.register("check_run", action="completed")
+async def on_check_completed(event: sansio.Event, ctx: Context) -> None:
+    signal = events.ci_signal(event.data, event.delivery_id)
+    if signal is not None and ctx.ci is not None:
+        outcome = await ctx.ci.on_check(signal)
+        log.info("%s on %s %s: %s", event.event, signal.repo, signal.head_sha[:12], outcome)
 
 
 @triggers.register("issues", action="labeled")
@@ -149,7 +161,7 @@ class _Router(routing.Router):
         await super().dispatch(event, *args, **kwargs)
 
 
-router = _Router(triggers, lifecycle, installs)
+router = _Router(triggers, lifecycle, installs, checks)
 
 
 class Inbox:

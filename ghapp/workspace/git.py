@@ -124,15 +124,22 @@ class GitWorkspace:
         self._locks: dict[Path, asyncio.Lock] = {}
         self._open: dict[Path, _Checkout] = {}
 
+    @property
+    def author_email(self) -> str:
+        """The email of ghapp's commits: how a head ghapp pushed is told from a person's."""
+        return self._author[1]
+
     # -- the Vcs port -------------------------------------------------------------------
-    async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
-        """Fetch the mirror, then clone a private checkout on the task branch.
+    async def prepare(
+        self, task: Task, repo: Repository, token: str, *, fetch: bool = True
+    ) -> Workspace:
+        """Fetch the mirror (unless just fetched), then clone a private checkout on the branch.
 
         Work an earlier attempt of the task left in its checkout (ghapp was killed) is
         salvaged first and the new checkout starts from it.
         """
         self._ensure_layout()
-        mirror = await self._sync_mirror(repo, token)
+        mirror = await self._sync_mirror(repo, token, fetch=fetch)
         branch = task.branch or branch_name(task.issue_number, task.title)
         await self._check_branch(branch)
         salvage = await self._salvage(task, repo, mirror, branch)
@@ -202,6 +209,22 @@ class GitWorkspace:
             finally:
                 await self._run(["update-ref", "-d", outbox], cwd=info.mirror, check=False)
         log.info("pushed %s", ws.branch)
+
+    async def head(self, ws: Workspace) -> str:
+        """The checkout's HEAD commit."""
+        return (await self._in_checkout(ws, "rev-parse", "--verify", "HEAD")).strip()
+
+    async def reset(self, ws: Workspace, sha: str) -> None:
+        """Back to exactly `sha`: what checks wrote or committed is gone (ignored files stay)."""
+        await self._in_checkout(ws, "reset", "--quiet", "--hard", sha)
+        await self._in_checkout(ws, "clean", "--quiet", "-fd")
+
+    async def changed_files(self, ws: Workspace, base: str) -> list[str]:
+        """Paths that base..HEAD adds, changes, deletes or renames (both names of a rename)."""
+        out = await self._in_checkout(
+            ws, "diff", "--name-only", "--no-renames", "-z", "--end-of-options", base, "HEAD"
+        )
+        return [p for p in out.split("\0") if p]
 
     async def cleanup(self, ws: Workspace) -> None:
         """Remove the attempt's directory: checkout, agent home and all."""
@@ -350,7 +373,32 @@ class GitWorkspace:
             if not parent.stat().st_mode & stat.S_IXOTH:
                 raise GitError(f"the worker cannot reach {self.work}: {parent} lacks o+x")
 
-    async def _sync_mirror(self, repo: Repository, token: str) -> Path:
+    # -- the base branch, read from the mirror (never from a checkout) ---------------------
+    async def sync(self, repo: Repository, token: str) -> Path:
+        """Fetch the repository's mirror; returns its path."""
+        self._ensure_layout()
+        return await self._sync_mirror(repo, token)
+
+    async def branch_head(self, mirror: Path, branch: str) -> str | None:
+        """The commit a branch of the mirror points at, if the branch exists."""
+        ref = f"refs/heads/{branch}^{{commit}}"
+        rc, out = await self._run(
+            ["rev-parse", "-q", "--verify", "--end-of-options", ref], mirror, False
+        )
+        return out.strip() if rc == 0 else None
+
+    async def read_blob(self, mirror: Path, sha: str, path: str, limit: int) -> bytes | None:
+        """A file of commit `sha` in the mirror; None if absent, ValueError over `limit` bytes."""
+        spec = f"{sha}:{path}"
+        rc, kind = await self._run(["cat-file", "-t", spec], mirror, False)
+        if rc != 0 or kind.strip() != "blob":
+            return None
+        size = int((await self._run(["cat-file", "-s", spec], mirror))[1].strip())
+        if size > limit:
+            raise ValueError(f"{path} is {size} bytes, more than {limit}")
+        return (await self._exec(["cat-file", "blob", spec], mirror, True))[1]
+
+    async def _sync_mirror(self, repo: Repository, token: str, *, fetch: bool = True) -> Path:
         """Clone the mirror once, then fetch only what changed (heads and tags, no PR refs)."""
         owner, _, name = repo.full_name.partition("/")
         valid = _NAME_RE.fullmatch(owner) and _NAME_RE.fullmatch(name)
@@ -378,7 +426,7 @@ class GitWorkspace:
                     fresh.rename(mirror)
                 finally:
                     await asyncio.to_thread(shutil.rmtree, fresh, True)
-            else:
+            elif fetch:
                 await self._run(["config", "remote.origin.url", repo.clone_url], cwd=mirror)
                 await self._fetch(mirror, auth, token)
             ref = f"refs/heads/{repo.default_branch}"
@@ -580,6 +628,29 @@ class GitWorkspace:
         network: bool = False,
     ) -> tuple[int, str]:
         """Run git without blocking the loop; (returncode, stdout), or GitError when check."""
+        rc, out = await self._exec(
+            args,
+            cwd,
+            check,
+            config=config,
+            hidden=hidden,
+            worker_home=worker_home,
+            network=network,
+        )
+        return rc, out.decode(errors="replace")
+
+    async def _exec(
+        self,
+        args: list[str],
+        cwd: Path | None = None,
+        check: bool = True,
+        *,
+        config: Sequence[tuple[str, str]] = (),
+        hidden: Sequence[str] = (),
+        worker_home: Path | None = None,
+        network: bool = False,
+    ) -> tuple[int, bytes]:
+        """Run git; (returncode, raw stdout), or GitError when check."""
         as_worker = worker_home is not None and self._ids is not None
         ids = self._ids if as_worker else None
         log.debug("git %s (cwd=%s, as_worker=%s)", scrub(" ".join(args), hidden), cwd, as_worker)
@@ -610,7 +681,7 @@ class GitWorkspace:
         if rc and check:
             detail = err.decode(errors="replace").strip()[-_STDERR_TAIL:]
             raise GitError(scrub(f"git {args[0]} failed (exit {rc}): {detail}", hidden))
-        return rc, out.decode(errors="replace")
+        return rc, out
 
 
 def _kill_group(pid: int) -> None:

@@ -228,7 +228,7 @@ async def test_unreachable_github_is_a_clear_error(
 async def test_unreadable_app_yml_is_shown(
     aiohttp_client: ClientFactory, fake: FakeGitHub, tmp_path: Path
 ) -> None:
-    (tmp_path / "app.yml").write_text("name: x\ndescription: |\n  long\n")
+    (tmp_path / "app.yml").write_text("name: x\nname: y\n")
     setup, client = await start(aiohttp_client, config_for(fake, tmp_path))
     response = await client.get("/", params={"token": setup.guard.token})
     assert response.status == 500 and "line 2" in await response.text()

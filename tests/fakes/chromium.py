@@ -180,10 +180,11 @@ class Page:
         raise TimeoutError(f"page never got there; last state {last}")
 
     async def click(self, selector: str) -> None:
-        """A real mouse click in the middle of the element."""
+        """A real mouse click in the middle of the element, scrolled into view as a user would."""
         box = await self.evaluate(
-            f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+            "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+            "return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         x, y = box
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):

@@ -224,6 +224,45 @@ def make_bare_repo(
     return bare
 
 
+def push_files(
+    repos_root: Path, full_name: str, files: dict[str, str], branch: str = "main"
+) -> str:
+    """A maintainer's commit of `files` on top of `branch` (created from HEAD if new); its sha."""
+    bare = repos_root / f"{full_name}.git"
+    scratch = Path(tempfile.mkdtemp(prefix="push-"))
+    try:
+        _git("clone", "-q", str(bare), ".", cwd=scratch)
+        _git(
+            "checkout",
+            "-q",
+            "-B",
+            branch,
+            *([f"origin/{branch}"] if _has(scratch, branch) else []),
+            cwd=scratch,
+        )
+        for rel, text in files.items():
+            target = scratch / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        _git("add", "-A", cwd=scratch)
+        _git("commit", "-q", "-m", f"Change {', '.join(files)}", cwd=scratch)
+        _git("push", "-q", "origin", f"HEAD:refs/heads/{branch}", cwd=scratch)
+        sha = subprocess.run(
+            ["git", "-C", str(scratch), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        return sha.stdout.strip()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _has(clone: Path, branch: str) -> bool:
+    ref = f"refs/remotes/origin/{branch}"
+    done = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "-q", "--verify", ref], capture_output=True
+    )
+    return done.returncode == 0
+
+
 class GitHttpServer:
     """A standalone loopback git server accepting any token from a fixed set."""
 

@@ -173,6 +173,9 @@ class FakeGitHub:
         self.reactions: list[tuple[str, str]] = []
         self.comment_edits: list[tuple[int, str]] = []  # (comment id, new body), in order
         self.pulls: dict[tuple[str, int], Pull] = {}
+        self.drafts_supported = True  # False: a private repository on GitHub Free
+        self.check_runs: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (repo, sha)
+        self.job_logs: dict[int, str] = {}  # Actions job id (= its check run's id) -> log
         self.tokens: dict[str, tuple[int, float]] = {}  # token -> (installation, expiry)
         self.log: list[LoggedRequest] = []
         self.requests = 0
@@ -342,6 +345,10 @@ class FakeGitHub:
                 web.post(p + r + "/pulls", self._create_pull),
                 web.get(p + r + "/pulls/{number:\\d+}", self._get_pull),
                 web.patch(p + r + "/pulls/{number:\\d+}", self._update_pull),
+                web.get(p + r + "/commits/{sha}/check-runs", self._list_check_runs),
+                web.get(p + r + "/commits/{sha}", self._get_commit),
+                web.get(p + r + "/actions/jobs/{id:\\d+}/logs", self._job_logs),
+                web.get("/_blobs/job-logs/{id:\\d+}", self._job_log_blob),
             ]
         )
         app.add_routes(self.apps.routes(p))
@@ -704,11 +711,12 @@ class FakeGitHub:
     def _next_number(self, repo: str) -> int:
         return 1 + max((n for (r, n) in self.issues if r == repo), default=0)
 
-    def _pull_json(self, pr: Pull) -> dict[str, Any]:
+    def _pull_json(self, pr: Pull, head_sha: str = "") -> dict[str, Any]:
         owner = pr.repo.split("/")[0]
 
         def ref(name: str) -> dict[str, Any]:
-            return {"ref": name, "label": f"{owner}:{name}", "repo": {"full_name": pr.repo}}
+            data = {"ref": name, "label": f"{owner}:{name}", "repo": {"full_name": pr.repo}}
+            return data | ({"sha": head_sha} if head_sha and name == pr.head else {})
 
         return {
             "number": pr.number,
@@ -774,6 +782,9 @@ class FakeGitHub:
             if p.repo == repo and p.state == "open" and (p.head, p.base) == (head, base):
                 exists = f"A pull request already exists for {repo.split('/')[0]}:{head}."
                 raise _invalid("PullRequest", "custom", None, exists)
+        if data.get("draft") and not self.drafts_supported:
+            refused = "Draft pull requests are not supported in this repository."
+            raise _invalid("PullRequest", "custom", None, refused)
         number = self._next_number(repo)
         title, body = str(data.get("title", "")), str(data.get("body") or "")
         self.issues[(repo, number)] = Issue(repo, number, title, body, is_pr=True)
@@ -788,7 +799,123 @@ class FakeGitHub:
         return pr
 
     async def _get_pull(self, request: web.Request) -> web.Response:
-        return web.json_response(self._pull_json(self._pull(self._repo(request), request)))
+        pr = self._pull(self._repo(request), request)
+        sha = ""
+        if self.git_root is not None:
+            sha = (await self._git(pr.repo, "rev-parse", f"refs/heads/{pr.head}"))[1]
+        return web.json_response(self._pull_json(pr, sha))
+
+    # -- checks and Actions ------------------------------------------------------------------
+    def add_check_run(
+        self,
+        repo: str,
+        sha: str,
+        name: str,
+        conclusion: str | None = "failure",
+        *,
+        status: str = "completed",
+        summary: str = "",
+        app: str = "github-actions",
+        log: str | None = None,
+    ) -> int:
+        """A check run on a commit, as an App (GitHub Actions by default) reports it."""
+        run_id = next(self._ids)
+        self.check_runs.setdefault((repo, sha), []).append(
+            {
+                "id": run_id,
+                "name": name,
+                "head_sha": sha,
+                "status": status,
+                "conclusion": conclusion if status == "completed" else None,
+                "output": {"title": f"{name} {conclusion}", "summary": summary, "text": None},
+                "app": {"slug": app, "name": app},
+                "details_url": f"{self.html_base}/{repo}/actions/runs/1/job/{run_id}",
+            }
+        )
+        if log is not None:
+            self.job_logs[run_id] = log
+        return run_id
+
+    async def _list_check_runs(self, request: web.Request) -> web.Response:
+        repo = self._repo(request)
+        runs = self.check_runs.get((repo, request.match_info["sha"]), [])
+        if request.query.get("filter", "latest") == "latest":
+            latest: dict[str, dict[str, Any]] = {}
+            for run in runs:
+                latest[run["name"]] = run
+            runs = list(latest.values())
+        per_page = min(100, int(request.query.get("per_page", "30")))
+        page = int(request.query.get("page", "1"))
+        chunk = runs[(page - 1) * per_page : page * per_page]
+        return web.json_response({"total_count": len(runs), "check_runs": chunk})
+
+    async def _get_commit(self, request: web.Request) -> web.Response:
+        repo, sha = self._repo(request), request.match_info["sha"]
+        if self.git_root is None:
+            raise Fail(404, "Not Found")
+        fmt = "%H%x00%an%x00%ae%x00%cn%x00%ce"
+        rc, out = await self._git(repo, "show", "-s", f"--format={fmt}", sha)
+        if rc or not out:
+            raise Fail(422, f"No commit found for SHA: {sha}")
+        full, an, ae, cn, ce = out.split("\0")
+        return web.json_response(
+            {
+                "sha": full,
+                "commit": {
+                    "author": {"name": an, "email": ae},
+                    "committer": {"name": cn, "email": ce},
+                },
+            }
+        )
+
+    async def _job_logs(self, request: web.Request) -> web.Response:
+        """302 to a short-lived, unauthenticated blob URL, as GitHub answers."""
+        self._repo(request)
+        job = int(request.match_info["id"])
+        if job not in self.job_logs:
+            raise Fail(404, "Not Found")
+        location = f"{self.root_url}/_blobs/job-logs/{job}?sig={secrets.token_hex(8)}"
+        raise web.HTTPFound(location)
+
+    async def _job_log_blob(self, request: web.Request) -> web.Response:
+        log = self.job_logs.get(int(request.match_info["id"]))
+        if log is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=log, content_type="text/plain")
+
+    def check_event(
+        self, event: str, repo: str, sha: str, branch: str, pr_number: int
+    ) -> dict[str, Any]:
+        """A check_suite or check_run `completed` delivery, shaped as GitHub documents it."""
+        owner = repo.split("/")[0]
+        pr = {
+            "number": pr_number,
+            "url": f"{self.base_url}/repos/{repo}/pulls/{pr_number}",
+            "head": {"ref": branch, "sha": sha, "repo": {"name": repo.split("/")[1]}},
+            "base": {"ref": self.repos[repo].default_branch, "sha": "0" * 40},
+        }
+        runs = self.check_runs.get((repo, sha), [])
+        failed = any(r["conclusion"] in ("failure", "timed_out") for r in runs)
+        suite = {
+            "id": next(self._ids),
+            "head_branch": branch,
+            "head_sha": sha,
+            "status": "completed",
+            "conclusion": "failure" if failed else "success",
+            "app": {"slug": "github-actions"},
+            "pull_requests": [pr],
+        }
+        body: dict[str, Any] = {
+            "action": "completed",
+            "repository": self._repo_json(self.repos[repo]),
+            "sender": {"login": "github-actions[bot]", "type": "Bot"},
+            "installation": {"id": next(iter(self.installations)), "node_id": "MDIz"},
+        }
+        body["repository"]["owner"] = {"login": owner}
+        if event == "check_suite":
+            return body | {"check_suite": suite}
+        run = dict(runs[-1]) if runs else {"id": 1, "name": "ci", "status": "completed"}
+        return body | {"check_run": run | {"pull_requests": [pr], "check_suite": suite}}
 
     async def _update_pull(self, request: web.Request) -> web.Response:
         repo = self._repo(request)

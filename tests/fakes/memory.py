@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ghapp.core.gate import CheckResult, RepoSettings
 from ghapp.core.model import IssueText, PullRequest, Repository, Task, Thread
 from ghapp.core.ports import AgentOutcome, AgentRequest, Notice, StopReason, Workspace
 
@@ -91,10 +92,18 @@ class MemoryForge:
         return self.prs.get(branch)
 
     async def open_pr(
-        self, installation_id: int, repo: str, *, head: str, base: str, title: str, body: str
+        self,
+        installation_id: int,
+        repo: str,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool = False,
     ) -> PullRequest:
         number = 500 + len(self.prs)
-        pr = PullRequest(number, f"https://github.test/{repo}/pull/{number}", head)
+        pr = PullRequest(number, f"https://github.test/{repo}/pull/{number}", head, draft=draft)
         self.prs[head] = pr
         self.pr_bodies[number] = body
         return pr
@@ -127,8 +136,14 @@ class MemoryVcs:
     pushed: list[tuple[str, int]] = field(default_factory=list)
     cleaned: int = 0
     existing_branch_commits: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)  # commit subject -> paths
+    resets: list[str] = field(default_factory=list)
+    bases: list[str] = field(default_factory=list)  # the base branch of each prepare
 
-    async def prepare(self, task: Task, repo: Repository, token: str) -> Workspace:
+    async def prepare(
+        self, task: Task, repo: Repository, token: str, *, fetch: bool = True
+    ) -> Workspace:
+        self.bases.append(repo.default_branch)
         branch = task.branch or f"mc/{task.issue_number}-task"
         self.commits = list(self.existing_branch_commits.get(branch, []))
         path = self.root / f"task-{task.id}"
@@ -152,6 +167,19 @@ class MemoryVcs:
     async def push(self, ws: Workspace, token: str) -> None:
         self.pushed.append((ws.branch, len(self.commits)))
         self.existing_branch_commits[ws.branch] = list(self.commits)
+
+    async def head(self, ws: Workspace) -> str:
+        return f"sha{len(self.commits)}"
+
+    async def reset(self, ws: Workspace, sha: str) -> None:
+        self.resets.append(sha)
+
+    async def changed_files(self, ws: Workspace, base: str) -> list[str]:
+        """Paths of the commits after `base` (a head() value), or of all of them."""
+        newer = self.commits
+        if base.startswith("sha"):
+            newer = self.commits[: len(self.commits) - int(base[3:])]
+        return [p for c in newer for p in self.files.get(c, [f"src/{c.split()[0]}.py"])]
 
     async def cleanup(self, ws: Workspace) -> None:
         self.cleaned += 1
@@ -208,3 +236,46 @@ class MemoryLogs:
 
     async def tail(self, path: Path) -> list[str]:
         return list(self.lines)
+
+
+@dataclass
+class MemorySettings:
+    """A SettingsSource whose answer the test sets: settings, or an error to raise."""
+
+    settings: RepoSettings = field(default_factory=RepoSettings)
+    error: Exception | None = None
+    loads: int = 0
+
+    async def load(self, repo: Repository, token: str) -> RepoSettings:
+        self.loads += 1
+        if self.error is not None:
+            raise self.error
+        return self.settings
+
+
+@dataclass
+class ScriptedChecks:
+    """Checks whose verdict the test scripts: `passes(command)` decides each command."""
+
+    passes: Callable[[str], bool] = lambda command: True
+    runs: list[tuple[tuple[str, ...], bool]] = field(default_factory=list)  # (commands, network)
+    output: str = "FAILED tests/test_app.py::test_it - assert 1 == 2"
+
+    async def run(
+        self,
+        commands: Sequence[str],
+        ws: Workspace,
+        *,
+        network: bool,
+        timeout_s: float,
+        stop: asyncio.Event,
+        keep_going: bool,
+    ) -> list[CheckResult]:
+        self.runs.append((tuple(commands), network))
+        results = []
+        for command in commands:
+            ok = self.passes(command)
+            results.append(CheckResult(command, ok, 0.25, "" if ok else self.output))
+            if not ok and not keep_going:
+                break
+        return results

@@ -114,6 +114,27 @@ class CommittingWorker:
         return AgentOutcome(True, 0.01, "made a change")
 
 
+@dataclass
+class FileWorker:
+    """An in-process agent: each run writes the next round's files and commits them."""
+
+    rounds: list[dict[str, str]]
+    requests: list[AgentRequest] = field(default_factory=list)
+
+    async def run(self, request: AgentRequest, stop: asyncio.Event) -> AgentOutcome:
+        self.requests.append(request)
+        files = self.rounds[min(len(self.requests), len(self.rounds)) - 1]
+        for rel, text in files.items():
+            target = request.cwd / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        commit = ["git", "commit", "-qm", f"round {len(self.requests)}"]
+        for argv in (["git", "add", "-A"], commit) if files else ():  # no files: no commit
+            proc = await asyncio.create_subprocess_exec(*argv, cwd=request.cwd)
+            assert await proc.wait() == 0
+        return AgentOutcome(True, 0.01, f"round {len(self.requests)}")
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 20.0
 ) -> None:

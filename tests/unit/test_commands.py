@@ -34,9 +34,17 @@ def test_words(word: str) -> None:
     assert parse_command(f"/mc {word}", "/mc", 10) == SimpleCommand(word.lower())
 
 
-def test_only_cancel_and_retry_change_state() -> None:
+def test_only_writers_may_cancel_retry_config_or_autofix() -> None:
     assert SimpleCommand("cancel").changes_state and SimpleCommand("retry").changes_state
+    assert SimpleCommand("config").changes_state and SimpleCommand("autofix", "off").changes_state
     assert not SimpleCommand("status").changes_state and not SimpleCommand("help").changes_state
+
+
+def test_config_and_autofix() -> None:
+    assert parse_command("/mc config", "/mc", 10) == SimpleCommand("config")
+    assert parse_command("/mc autofix OFF", "/mc", 10) == SimpleCommand("autofix", "off")
+    assert parse_command("/mc autofix on", "/mc", 10) == SimpleCommand("autofix", "on")
+    assert parse_command("/mc autofix the bug", "/mc", 10) == NewTaskCommand("autofix the bug")
 
 
 @pytest.mark.parametrize(

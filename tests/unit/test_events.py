@@ -150,3 +150,29 @@ def test_arbitrary_payloads_never_raise(data: dict[str, Any]) -> None:
     events.review_comment_trigger(data, "/mc", 10)
     events.pr_fate(data)
     events.issue_ref(data)
+
+
+def check_payload(kind: str, pulls: list[Any], action: str = "completed") -> dict[str, Any]:
+    """check_suite / check_run `completed` as GitHub documents them (trimmed)."""
+    item = {"id": 7, "head_sha": "a" * 40, "head_branch": "mc/1-x", "pull_requests": pulls}
+    return {
+        "action": action,
+        kind: item,
+        "repository": {"full_name": "octo/app"},
+        "installation": {"id": 42},
+        "sender": {"login": "github-actions[bot]", "type": "Bot"},
+    }
+
+
+def test_completed_checks_name_the_commit_and_its_pull_requests() -> None:
+    pulls = [{"number": 5}, {"number": 5}, {"number": 9}]
+    for kind in ("check_suite", "check_run"):
+        signal = events.ci_signal(check_payload(kind, pulls), "d9")
+        assert signal is not None
+        assert (signal.repo, signal.installation_id, signal.head_sha) == ("octo/app", 42, "a" * 40)
+        assert signal.pr_numbers == (5, 9) and signal.delivery_id == "d9"
+    # a fork's PR is not listed; other actions and junk are nothing
+    assert events.ci_signal(check_payload("check_suite", [])) is None
+    assert events.ci_signal(check_payload("check_run", [{"number": 5}], "created")) is None
+    assert events.ci_signal(check_payload("check_run", [{"number": "5"}, None])) is None
+    assert events.ci_signal({"action": "completed", "check_suite": []}) is None

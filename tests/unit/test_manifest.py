@@ -1,4 +1,4 @@
-"""app.yml's YAML subset, the manifest merge, and the private .env writer."""
+"""app.yml as YAML, the manifest merge, and the private .env writer."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ def test_repository_app_yml_matches_the_built_in_defaults() -> None:
     assert load_app_yml(ROOT / "missing.yml") == {}
 
 
-def test_supported_subset() -> None:
+def test_app_yml_is_real_yaml_1_2() -> None:
     text = """---
 name: 'It''s mine'   # a comment
-description: "has # inside"
+description: |
+  has # inside
 public: yes
 count: 3
 empty:
@@ -37,40 +38,39 @@ events:
 - issues
 - "push"
 flow: [a, 'b c']
-hook_attributes:
-  url: https://example.com/hook#frag
-  active: false
-nothing: {}
+hook_attributes: {url: "https://example.com/hook#frag", active: false}
+base: &perm {issues: write}
+copy: *perm
 """
     assert parse_app_yml(text) == {
         "name": "It's mine",
-        "description": "has # inside",
-        "public": True,
+        "description": "has # inside\n",
+        "public": "yes",  # YAML 1.2: only true/false are booleans
         "count": 3,
         "empty": None,
         "events": ["issues", "push"],
         "flow": ["a", "b c"],
         "hook_attributes": {"url": "https://example.com/hook#frag", "active": False},
-        "nothing": {},
+        "base": {"issues": "write"},
+        "copy": {"issues": "write"},
     }
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "line"),
     [
-        "description: |\n  long\n",
-        "a: {b: 1}\n",
-        "events:\n  - name: x\n",
-        "a:\n\tb: 1\n",
-        "a: 1\n  b: 2\n",
-        "- a\n",
-        "a: &x 1\n",
-        "a: [1, 2\n",
+        ("a:\n\tb: 1\n", 2),
+        ("a: 1\n  b: 2\n", 2),
+        ("a: [1, 2\n", 2),
+        ("a: 1\na: 2\n", 2),
+        ("!!python/object:os.system x\n", 1),
     ],
 )
-def test_unsupported_yaml_is_refused_with_the_line(text: str) -> None:
-    with pytest.raises(ManifestError, match=r"app\.yml"):
+def test_bad_yaml_is_refused_with_the_line(text: str, line: int) -> None:
+    with pytest.raises(ManifestError, match=rf"app\.yml line {line}"):
         parse_app_yml(text)
+    with pytest.raises(ManifestError, match="mapping"):
+        parse_app_yml("- a\n")
 
 
 def test_app_yml_overrides_defaults_but_not_the_redirect() -> None:

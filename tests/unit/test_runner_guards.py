@@ -57,6 +57,26 @@ async def test_a_task_from_telegram_is_not_asked_about_github_permission(rig: Ri
     assert (await rig.get(task.id)).state is TaskState.SUCCEEDED
 
 
+async def test_a_red_ci_follow_up_is_not_asked_about_its_requesters_permission(rig: Rig) -> None:
+    # ghapp queued it itself, for a PR a Telegram task opened: no GitHub user asked for it now
+    new = NewTask(
+        source=TaskSource.CI,
+        repo="octo/app",
+        installation_id=1,
+        issue_number=12,
+        requester="telegram:carol",
+        instructions="CI failed on head abc",
+        budget_usd=1.0,
+        is_pull_request=True,
+        branch="mc/tg-7-readme",
+        pr_number=12,
+    )
+    task = await rig.service.submit(new)
+    assert task is not None
+    await rig.run_all()
+    assert (await rig.get(task.id)).state is TaskState.SUCCEEDED
+
+
 async def test_mc_retry_of_a_task_whose_requester_lost_access_is_refused(rig: Rig) -> None:
     rig.worker.make_commits = 0
     task = await rig.queue()
