@@ -22,7 +22,7 @@ from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.signals import PgLeader, PgListener
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
-from tests.contract.task_store_contract import DAY1, PLENTY, T0, at, queued
+from tests.contract.support import DAY1, PLENTY, T0, at, queued
 from tests.fakes.memory import FakeClock, MemoryForge, ScriptedWorker
 from tests.fakes.stack import Stack, close_stack, eventually, make_stack
 from tests.fakes.telegram import FakeTelegram

@@ -13,15 +13,8 @@ import pytest
 from ghapp.core.model import TaskState
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from tests.contract.task_store_contract import (
-    PLENTY,
-    T0,
-    StoreFactory,
-    TaskStoreContract,
-    at,
-    new,
-    queued,
-)
+from tests.contract.support import PLENTY, T0, StoreFactory, at, new, queued
+from tests.contract.task_store_contract import TaskStoreContract
 from tests.fakes.postgres import PgServer, require_postgres
 
 DATABASE = "contract"
