@@ -133,7 +133,9 @@ async def migrate(db: Path) -> None:
 async def real_process(stack: Stack, **env: str) -> GhappProcess:
     """`python -m ghapp` against the stack's fakes, its output in a log file."""
     port = free_port()
-    full = ghapp_env(stack, port, LOG_LEVEL="warning", **env)
+    # A model credential, though the stand-in CLI never asks the API: without one /healthz
+    # says no task can run and the process never counts as started.
+    full = ghapp_env(stack, port, LOG_LEVEL="warning", ANTHROPIC_API_KEY="sk-ant-unused", **env)
     proc = GhappProcess(full, stack.root, stack.root / f"ghapp-{port}.log")
     t0 = time.perf_counter()
     await proc.start(within=120)
@@ -302,12 +304,15 @@ async def deliver_label(stack: Stack, number: int) -> int:
     return await stack.deliver("issues", data)
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--finished", default="200,600,1000", help="checkpoints, comma-separated")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--api-tasks", type=int, default=20)
+    parser.add_argument(
+        "--max-growth-kb", type=float, default=20.0, help="fail above this RSS per finished task"
+    )
     args = parser.parse_args()
     checkpoints = sorted(int(x) for x in args.finished.split(","))
     started = time.perf_counter()
@@ -358,7 +363,11 @@ async def main() -> None:
     for route, hits in sorted(a["routes"].items(), key=lambda kv: -kv[1]):
         print(f"    {hits / t:5.2f}  {route}")
     print(f"total bench time {time.perf_counter() - started:.0f} s")
+    if growth > args.max_growth_kb:  # "memory does not grow with history" is broken
+        print(f"FAIL: {growth:.1f} KB of RSS per finished task (> {args.max_growth_kb:g} KB)")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))

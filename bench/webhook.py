@@ -2,7 +2,7 @@
 the same body and answers 200.
 
 Usage: .venv/bin/python bench/webhook.py [--seconds 10] [--connections 64] [--client wrk]
-                                         [--workload real --workload ping]
+                                         [--workload real --workload ping] [--repeat 3]
 
 Two workloads, each against both servers in this run:
 
@@ -17,7 +17,10 @@ generator in another: wrk (Debian's package, one thread, a Lua script that takes
 precomputed signatures from files) when it is installed, else an aiohttp client in this
 process, which is slower than the servers and so flatters the ratio. The real server is ghapp
 as `python -m ghapp` would build it (SQLite store, inbox, runner); none of these deliveries
-starts a task. After each run every delivery answered 2xx is looked up in the database.
+starts a task. After each run every delivery answered 2xx is looked up in the database,
+and the time the inbox then needs to process the backlog is reported: intake goes first, so
+under a flood most of that work waits in the store. Each server's CPU time per request is
+printed too: on a shared machine it varies less than requests per second.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import asyncio
 import hashlib
 import hmac
 import itertools
+import math
 import os
 import shutil
 import socket
@@ -282,14 +286,32 @@ async def load_wrk(
     }
 
 
-def stored(data: Path, prefix: str) -> int:
-    """Deliveries of this run that reached ghapp's database."""
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stored(data: Path, prefix: str, pending: bool = False) -> int:
+    """Deliveries of this run that reached ghapp's database (or of those, the unprocessed)."""
     db = sqlite3.connect(data / "ghapp.sqlite3")
     try:
         query = "SELECT COUNT(*) FROM deliveries WHERE id LIKE ?"
+        if pending:
+            query += " AND processed_at IS NULL"
         return int(db.execute(query, (prefix + "-%",)).fetchone()[0])
     finally:
         db.close()
+
+
+async def drained(data: Path, prefix: str, within: float = 120.0) -> float:
+    """Seconds until the inbox has processed every delivery of the run (the deferred work)."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if not stored(data, prefix, pending=True):
+            return time.monotonic() - start
+        await asyncio.sleep(0.1)
+    return math.inf
 
 
 async def measure(
@@ -308,6 +330,7 @@ async def measure(
         try:
             await wait_up(port)
             await load(port, 500, concurrency, "warm", workload)
+            cpu_before = cpu_s(proc.pid)
             if use_wrk:
                 result = await load_wrk(port, seconds, concurrency, prefix, workload)
             else:
@@ -323,6 +346,10 @@ async def measure(
                     "p99": pct(lat, 0.99),
                     "errors": float(total - ok),
                 }
+            result["cpu_ms"] = (cpu_s(proc.pid) - cpu_before) * 1000 / max(result["requests"], 1)
+            if kind == "real":
+                result["backlog"] = float(stored(data, prefix, pending=True))
+                result["drain_s"] = await drained(data, prefix)
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 30)
@@ -337,7 +364,7 @@ def report(workload: str, bare: dict[str, float], real: dict[str, float]) -> boo
     for name, r in (("bare aiohttp", bare), ("ghapp", real)):
         print(
             f"{name:>13}: {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
-            f"  errors {r['errors']:.0f}"
+            f"  errors {r['errors']:.0f}  server CPU {r['cpu_ms'] * 1000:.0f} us/request"
         )
     ratio = real["rps"] / bare["rps"]
     answered = int(real["requests"] - real["errors"])
@@ -345,6 +372,10 @@ def report(workload: str, bare: dict[str, float], real: dict[str, float]) -> boo
     print(f"ratio ghapp/bare: {ratio:.2f} (target >= 0.5)")
     print(f"p99 ghapp: {real['p99']:.2f} ms (target < 50 ms)")
     print(f"answered {answered}, stored {int(real['stored'])}, lost {lost} (target 0)")
+    print(
+        f"inbox: {int(real['backlog'])} left to process when the load stopped, "
+        f"all processed {real['drain_s']:.1f} s later"
+    )
     met = lost == 0 and ratio >= 0.5 and real["p99"] < 50 and real["errors"] == 0
     if not met:
         print("TARGET MISSED")
@@ -357,14 +388,25 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--client", choices=["wrk", "python"], default="wrk")
     parser.add_argument("--workload", choices=list(WORKLOADS), action="append")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per workload (CPU is shared)")
     args = parser.parse_args()
     use_wrk = args.client == "wrk" and shutil.which("wrk") is not None
     client = "wrk, 1 thread" if use_wrk else "python aiohttp client"
     print(f"client {client}, {args.connections} connections, {args.seconds} s per server")
     for workload in args.workload or list(WORKLOADS):
-        bare = await measure("bare", workload, args.seconds, args.connections, use_wrk)
-        real = await measure("real", workload, args.seconds, args.connections, use_wrk)
-        report(workload, bare, real)
+        runs = []
+        for _ in range(args.repeat):
+            bare = await measure("bare", workload, args.seconds, args.connections, use_wrk)
+            real = await measure("real", workload, args.seconds, args.connections, use_wrk)
+            report(workload, bare, real)
+            runs.append((real["rps"] / bare["rps"], real["p99"], bare["p99"]))
+        if len(runs) > 1:
+            ratios, p99s, bare_p99s = (sorted(x) for x in zip(*runs, strict=True))
+            print(
+                f"== {workload}, {len(runs)} runs: ratio {ratios[0]:.2f}-{ratios[-1]:.2f} "
+                f"(median {ratios[len(runs) // 2]:.2f}), ghapp p99 {p99s[0]:.0f}-{p99s[-1]:.0f} ms "
+                f"(bare p99 {bare_p99s[0]:.0f}-{bare_p99s[-1]:.0f} ms)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`python -m ghapp`: serve (default; setup mode first when APP_ID is unset), check, prune
 (what is older than MC_RETENTION_DAYS, once), migrate-store (copy the SQLite store into
-PostgreSQL), or check-config PATH (validate a repository's .github/ghapp.yml, e.g. in its own CI).
+PostgreSQL), backup (a consistent copy of the SQLite store, safe while ghapp runs) or
+check-config PATH (validate a repository's .github/ghapp.yml, e.g. in its own CI).
 
 `--role web` serves webhooks only, `--role worker` runs tasks only (and /healthz on PORT);
 the default runs both. Several processes share one queue through DATABASE_URL=postgresql://.
@@ -23,6 +24,7 @@ from ghapp import check
 from ghapp.bootstrap import SystemClock, build, describe, health_app, open_store, web_app
 from ghapp.cluster import Role
 from ghapp.config import POSTGRES_SCHEMES, ConfigError, Settings, environment, load_settings
+from ghapp.core.model import GhappError
 from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
 from ghapp.retention import PruneReport, Retention, disk_usage, megabytes
@@ -41,7 +43,13 @@ async def run(settings: Settings, role: Role = Role.ALL) -> None:
     app = build(settings, role=role)
     server = web_app(app) if role.serves_webhooks else health_app(app)
     runner = web.AppRunner(server, access_log=None, **SERVER_OPTIONS)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await app.store.close()  # its thread would keep the process alive
+        if app.session is not None:  # no "Unclosed client session" after the error line
+            await app.session.close()
+        raise
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     for line in describe(settings, role):
@@ -109,7 +117,11 @@ def serve(role: Role = Role.ALL) -> int:
         return 2
     os.umask(0o077)
     setup_logging(settings.log_level, settings.log_format, settings.secrets)
-    asyncio.run(run(settings, role))
+    try:
+        asyncio.run(run(settings, role))
+    except GhappError as exc:  # a setting the host cannot satisfy: one line, no traceback
+        print(f"ghapp: cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check", "prune", "migrate-store", "check-config"],
+        choices=["serve", "check", "prune", "migrate-store", "backup", "check-config"],
     )
     parser.add_argument(
         "path", nargs="?", help="check-config: the file (default .github/ghapp.yml)"
@@ -220,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         default=Role.ALL.value,
         help="all (default): webhooks and tasks; web: webhooks only; worker: tasks only",
     )
-    parser.add_argument("--to", help="migrate-store: the PostgreSQL URL to copy into")
+    parser.add_argument(
+        "--to",
+        help="migrate-store: the PostgreSQL URL to copy into; backup: the file to write "
+        "(default $MC_DATA_DIR/backups/ghapp-<time>.sqlite3)",
+    )
     parser.add_argument(
         "--from",
         dest="source",
@@ -236,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         return check.main()
     if args.command == "prune":
         return prune()
+    if args.command == "backup":
+        from ghapp.backup import main as backup
+
+        return backup(args.to)
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "migrate-store":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,6 +78,7 @@ class Ghapp:
     bot: TelegramBot | None = None
     slack: SlackBot | None = None
     disk: DiskGauge | None = None
+    blockers: list[str] = field(default_factory=list)  # why no task can run on this host
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
@@ -114,6 +116,7 @@ class Ghapp:
             log.exception("health check: store failed")
         runner_ok = self.runner is None or self.runner.alive
         runner = "off" if self.runner is None else "ok" if runner_ok else "stopped"
+        tasks = "off" if self.runner is None else "; ".join(self.blockers) or "ok"
         telegram = "off"
         if self.bot is not None:
             telegram = "polling" if self.bot.polling else "standby"
@@ -124,9 +127,10 @@ class Ghapp:
             except OSError as exc:
                 disk = f"unknown: {exc.strerror}"
         return {
-            "ok": db_ok and runner_ok,
+            "ok": db_ok and runner_ok and not self.blockers,
             "database": "ok" if db_ok else "down",
             "runner": runner,
+            "tasks": tasks,
             "telegram": telegram,
             "slack": self.slack.mode if self.slack is not None else "off",
             "role": self.role.value,
@@ -135,6 +139,16 @@ class Ghapp:
             "running": running,
             "disk": disk,
         }
+
+
+def task_blockers(settings: Settings) -> list[str]:
+    """What makes every task fail on this host; /healthz is not ok while any remains."""
+    problems = []
+    if shutil.which(settings.claude_bin) is None:
+        problems.append(f"CLAUDE_BIN: the Claude CLI {settings.claude_bin!r} is not installed")
+    if not {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"} & set(settings.anthropic_env):
+        problems.append("ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) is not set")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -195,6 +209,19 @@ def prepare_data_dir(data_dir: Path) -> None:
     os.chmod(data_dir / "logs", 0o700)
 
 
+def store_pacer(
+    store: TaskStore, clock: SystemClock, interval_s: float
+) -> Callable[[int], Awaitable[float]]:
+    """GitHub write slots from the store, so every process of a cluster shares the spacing."""
+
+    async def pace(installation_id: int) -> float:
+        now = clock.now()
+        slot = await store.reserve_write(installation_id, now, interval_s)
+        return (slot - now).total_seconds()
+
+    return pace
+
+
 def open_store(settings: Settings) -> TaskStore:
     """The store DATABASE_URL names: PostgreSQL for a cluster, else the embedded SQLite."""
     if settings.is_postgres:
@@ -229,22 +256,31 @@ def build(
         raise ValueError("APP_ID and PRIVATE_KEY are required to run the GitHub App")
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
-    log_reader = AgentLogReader()
     store = open_store(settings)
+    git = GitWorkspace(settings.data_dir, settings.worker_user)  # may refuse: before the session
+    log_reader = AgentLogReader(store)
     session = aiohttp.ClientSession()
     auth = AppAuth(session, settings.app_id, settings.private_key, settings.github_api_url)
-    forge = GitHubForge(auth, write_interval_s=settings.write_interval_s, secrets=settings.secrets)
+    forge = GitHubForge(
+        auth,
+        write_interval_s=settings.write_interval_s,
+        pacer=store_pacer(store, clock, settings.write_interval_s),
+        secrets=settings.secrets,
+    )
     limits = Limits(
         settings.daily_budget_usd,
         settings.task_budget_usd,
         settings.task_budget_max_usd,
         settings.command,
     )
-    git = GitWorkspace(settings.data_dir, settings.worker_user)
     repo_settings = MirrorSettings(git, caps(settings))
     crew = None
     if role.runs_tasks:
-        crew = _crew(settings, store, clock, worker, worker_env, poll_s, git)
+        try:
+            crew = _crew(settings, store, clock, worker, worker_env, poll_s, git)
+        except BaseException:
+            session.detach()  # nothing was sent: no "Unclosed client session" after the error
+            raise
     core = build_core(store, forge, clock, limits, messenger, crew, repo_settings)
     service, runner = core.service, core.runner
     before_runner: list[Callable[[], Awaitable[object]]] = []
@@ -268,7 +304,7 @@ def build(
             settings.task_budget_max_usd,
             watcher,
         )
-        inbox = ClaimingInbox(store, ctx, clock, settings.node_id)
+        inbox = ClaimingInbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
     app = Ghapp(
         settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
     )
@@ -277,6 +313,10 @@ def build(
     app.extra_start.append(Retention(store, settings.data_dir, settings.retention_days, clock, vcs))
     if role.serves_webhooks:
         app.extra_start.append(RedeliverySweep(auth, store))
+    if runner is not None and worker is None:
+        app.blockers = task_blockers(settings)
+        for problem in app.blockers:
+            log.error("no task can run: %s", problem)
     if runner is not None and isinstance(store, PostgresTaskStore):
         app.extra_start.append(PgListener(store.dsn, runner.wake, runner.request_stop))
     _messaging(app, settings, forge, log_reader, core.reporter if messenger is None else None)
@@ -368,7 +408,7 @@ def _crew(
         max_attempts=settings.max_attempts,
     )
     checks = sandbox_checks(settings, worker)
-    return Crew(git, worker, config, logs=AgentLogReader(), checks=checks)
+    return Crew(git, worker, config, logs=AgentLogReader(store), checks=checks)
 
 
 def web_app(app: Ghapp) -> web.Application:
@@ -381,6 +421,7 @@ def web_app(app: Ghapp) -> web.Application:
             secret=app.settings.webhook_secret,
             webhook_path=app.settings.webhook_path,
             on_stored=app.inbox.wake,
+            intake=app.inbox.intake,
             health=app.health,
             start=app.start,
             stop=app.stop,

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ghapp.agent.claude import agent_identity
 from ghapp.agent.probe import memory_limit, prove
 from ghapp.agent.sandbox import find_bwrap, probe
+from ghapp.bootstrap import prepare_data_dir
 from ghapp.check_db import database
+from ghapp.check_remote import remote_checks
 from ghapp.config import ConfigError, Settings, load_settings
 from ghapp.core.model import GhappError
 from ghapp.retention import disk_usage, megabytes
 
 Check = tuple[str, bool, str]
+TESTED_CLAUDE_VERSION = "2.1.197"  # tests/run.sh installs this one (CLAUDE_VERSION)
 
 
 def _key(settings: Settings) -> Check:
@@ -34,7 +39,7 @@ def _key(settings: Settings) -> Check:
 def _data_dir(settings: Settings) -> Check:
     path = settings.data_dir
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(path)  # as serve does: 0711, so the isolation check judges that
         probe = path / ".ghapp-write-probe"
         probe.write_text("ok")
         probe.unlink()
@@ -59,7 +64,15 @@ def _claude(settings: Settings) -> Check:
         return ("claude CLI", False, f"{found} does not run: {exc}")
     if out.returncode != 0:
         return ("claude CLI", False, f"{found} --version exited {out.returncode}")
-    return ("claude CLI", True, f"{found} {out.stdout.strip()}")
+    version = (out.stdout.split() or ["?"])[0]
+    if version != TESTED_CLAUDE_VERSION:
+        return (
+            "claude CLI",
+            False,
+            f"{found} is {version}, ghapp is tested with {TESTED_CLAUDE_VERSION}: "
+            f"npm install -g @anthropic-ai/claude-code@{TESTED_CLAUDE_VERSION}",
+        )
+    return ("claude CLI", True, f"{found} {out.stdout.strip()} (the tested version)")
 
 
 def _sandbox(settings: Settings) -> Check:
@@ -129,15 +142,33 @@ CHECKS: tuple[Callable[[Settings], Check], ...] = (
 )
 
 
+HOST_CHECKS: tuple[Callable[[Settings], Check], ...] = (_claude, _sandbox, _git)
+
+
+def _fallback(env: Mapping[str, str]) -> Settings:
+    """What the host checks need, read plainly when the configuration as a whole is invalid."""
+    return Settings(
+        webhook_secret="",
+        data_dir=Path(env.get("MC_DATA_DIR") or "data"),
+        worker_user=env.get("MC_WORKER_USER") or None,
+        claude_bin=env.get("CLAUDE_BIN") or "claude",
+        sandbox=(env.get("MC_SANDBOX") or "bwrap").lower(),
+    )
+
+
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
-    """Every check, in order; the configuration first since the rest need it."""
+    """Every check, all at once: a bad setting does not hide the host's other problems."""
     try:
         settings = load_settings(env)
     except ConfigError as exc:
-        return [("configuration", False, str(exc))]
-    results: list[Check] = [("configuration", True, "all variables valid")]
+        fallback = _fallback(os.environ if env is None else env)
+        results = [("configuration", False, str(exc))]
+        results += [check(fallback) for check in HOST_CHECKS]
+        return results + _isolation(fallback)
+    results = [("configuration", True, "all variables valid")]
     results += [check(settings) for check in CHECKS]
-    return results + _isolation(settings)
+    results += _isolation(settings)
+    return results + asyncio.run(remote_checks(settings))
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

@@ -9,7 +9,7 @@ import time
 from enum import StrEnum
 
 from ghapp.core.ports import Clock, TaskStore
-from ghapp.github.webhooks import Context, Inbox
+from ghapp.github.webhooks import INBOX_RETRY_S, Context, Inbox
 
 DELIVERY_LEASE_S = 300.0  # how long claimed deliveries stay this process's
 DELIVERY_BATCH = 100  # claimed at once (one write), then handled one by one
@@ -49,9 +49,11 @@ class ClaimingInbox(Inbox):
         *,
         lease_s: float = DELIVERY_LEASE_S,
         sweep_s: float = INBOX_SWEEP_S,
+        retry_s: float = INBOX_RETRY_S,
     ) -> None:
-        super().__init__(store, ctx, clock)
-        self.node, self.lease_s, self.sweep_s = node, lease_s, sweep_s
+        super().__init__(store, ctx, clock, retry_s=retry_s)
+        # A deferred delivery waits at most this long after a restart, too.
+        self.node, self.lease_s, self.sweep_s = node, lease_s, min(sweep_s, retry_s / 10)
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

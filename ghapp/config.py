@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from ghapp.core.gate import DEFAULT_PROTECTED
 from ghapp.core.model import GhappError
 from ghapp.core.runner import DEFAULT_MAX_TURNS, RunnerConfig
@@ -55,6 +57,7 @@ class Settings:
     concurrency: int = _RUNNER.concurrency
     max_turns: int = DEFAULT_MAX_TURNS
     write_interval_s: float = 1.0
+    inbox_retry_s: float = 6 * 3600.0
     anthropic_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     telegram_token: str | None = field(default=None, repr=False)
     telegram_chat_ids: tuple[int, ...] = ()
@@ -205,10 +208,16 @@ def _private_key(r: _Reader) -> str | None:
             pem = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"PRIVATE_KEY_PATH: cannot read {path}: {exc.strerror}") from None
+    name = "PRIVATE_KEY" if inline else "PRIVATE_KEY_PATH"
+    fix = "download a new private key in the GitHub App's settings"
     if "-----BEGIN" not in pem or "PRIVATE KEY-----" not in pem:
         raise ConfigError(
-            "PRIVATE_KEY: must be a PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+            f"{name}: must be a PEM private key (-----BEGIN ... PRIVATE KEY-----); {fix}"
         )
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{name}: the private key does not parse ({exc}); {fix}") from None
     return pem
 
 
@@ -353,6 +362,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         concurrency=r.integer("MC_CONCURRENCY", d.concurrency, minimum=1),
         max_turns=r.integer("MC_MAX_TURNS", d.max_turns, minimum=1),
         write_interval_s=r.number("MC_WRITE_INTERVAL_S", d.write_interval_s),
+        inbox_retry_s=r.number("MC_INBOX_RETRY_S", d.inbox_retry_s, minimum=10.0),
         anthropic_env=anthropic,
         telegram_token=r.text("TELEGRAM_BOT_TOKEN"),
         telegram_chat_ids=_ids(r, "TELEGRAM_CHAT_IDS", "chat"),

@@ -83,6 +83,7 @@ class PruneReport:
 
     deliveries: int = 0
     logs: int = 0
+    stored_logs: int = 0
     checkouts: int = 0
     mirrors: int = 0
     freed_bytes: int = 0
@@ -90,7 +91,8 @@ class PruneReport:
     def __str__(self) -> str:
         return (
             f"{self.deliveries} delivery bodies, {self.logs} task logs, "
-            f"{self.checkouts} checkouts dropped; {self.mirrors} mirrors collected; "
+            f"{self.checkouts} checkouts, {self.stored_logs} stored log tails dropped; "
+            f"{self.mirrors} mirrors collected; "
             f"{megabytes(self.freed_bytes)} freed"
         )
 
@@ -141,6 +143,7 @@ class Retention:
         """One pass over everything older than the window."""
         cutoff = self.clock.now() - timedelta(days=self.days)
         report = PruneReport(deliveries=await self.store.prune_deliveries(cutoff))
+        report.stored_logs = await self.store.prune_task_logs(cutoff)
         tasks: dict[int, Task | None] = {}
 
         async def task(task_id: int) -> Task | None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ghapp.core.model import utcnow
 from ghapp.core.ports import TaskStore
+from ghapp.github.webhooks import Intake
 
 log = logging.getLogger(__name__)
 MAX_BODY = 25 * 1024 * 1024
@@ -34,6 +35,7 @@ class WebDeps:
     posts: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = field(
         default_factory=dict
     )  # other adapters' endpoints, such as Slack's /slack/events
+    intake: Intake = field(default_factory=Intake)  # the inbox waits while it is busy
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -60,6 +62,15 @@ def _error(status: int, message: str) -> web.Response:
 async def receive_webhook(request: web.Request) -> web.Response:
     """Store a verified delivery and answer 202; no GitHub or git work happens here."""
     deps = request.app[DEPS]
+    deps.intake.in_flight += 1
+    try:
+        return await _take_in(request, deps)
+    finally:
+        deps.intake.in_flight -= 1
+
+
+async def _take_in(request: web.Request, deps: WebDeps) -> web.Response:
+    """Check, read, verify and store one delivery."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, "payload larger than 25 MB")
     if request.content_type != "application/json":

@@ -54,7 +54,9 @@ step "lint and types"
 
 step "tests"
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider --cov --cov-report= "$@"
+# -rs lists every skip and its reason; a skip of a prerequisite only happens with
+# MC_TEST_ALLOW_SKIPS=1 (tests/fakes/sandbox.py), otherwise it is a failure.
+.venv/bin/python -m pytest -q -rs -p no:cacheprovider --cov --cov-report= "$@"
 status=$?
 set -e
 if [ $status -eq 5 ]; then

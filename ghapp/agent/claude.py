@@ -19,13 +19,14 @@ from ghapp.agent import sandbox
 from ghapp.agent.cgroup import AttemptCgroup
 from ghapp.agent.egress import AllowList, EgressProxy
 from ghapp.agent.jail import Identity, Jail
+from ghapp.agent.logship import LogShipper, Ship
 from ghapp.agent.metering import Account, MeteringProxy, Upstream
 from ghapp.agent.outcome import outcome_of
 from ghapp.agent.prices import PriceTable, load_prices
 from ghapp.agent.procs import exit_status, exits, kill_marked, pump
 from ghapp.agent.stream import StreamError, StreamState, clip
 from ghapp.agent.tasklog import DEFAULT_MAX_BYTES, TaskLog
-from ghapp.core.model import GhappError
+from ghapp.core.model import STORED_LOG_CHARS, GhappError
 from ghapp.core.ports import AgentOutcome, AgentRequest, StopReason
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,10 @@ def agent_identity(run_as: str | None) -> Identity:
     try:
         target = pwd.getpwnam(run_as)
     except KeyError:
-        raise GhappError(f"MC_WORKER_USER {run_as!r} is not an OS user") from None
+        raise GhappError(
+            f"MC_WORKER_USER: there is no OS user {run_as!r}; create it (README, "
+            '"The sandbox user") or unset MC_WORKER_USER for development'
+        ) from None
     switch = "setpriv" if os.geteuid() == 0 else "sudo"
     return Identity(run_as, target.pw_uid, target.pw_gid, switch)
 
@@ -78,6 +82,7 @@ class ClaudeWorker:
         anthropic_env: Mapping[str, str] | None = None,
         prices: PriceTable | None = None,
         book: Book = _no_book,
+        ship_log: Ship | None = None,
         sandboxing: SandboxConfig | None = None,
         extra_env: Mapping[str, str] | None = None,
         permission_flags: Sequence[str] = DEFAULT_PERMISSION_FLAGS,
@@ -95,6 +100,7 @@ class ClaudeWorker:
         self._upstream = Upstream.from_env(anthropic_env or {})
         self._prices = prices or load_prices(None)
         self._book = book
+        self._ship_log = ship_log
         self.sandboxing = sandboxing or SandboxConfig()
         self._extra_env = dict(extra_env or {})
         self._permission_flags = list(permission_flags)
@@ -234,6 +240,9 @@ class ClaudeWorker:
             logfile = await asyncio.to_thread(TaskLog, request.log_path, self._log_max_bytes)
         except OSError as exc:
             return AgentOutcome(False, 0.0, reason=f"cannot open log: {exc}")
+        shipper = None
+        if self._ship_log is not None:
+            shipper = LogShipper(self._ship_log, request.task_id, request.attempt, STORED_LOG_CHARS)
         with logfile:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -261,9 +270,11 @@ class ClaudeWorker:
                 if len(raw) > MAX_PARSED_LINE:
                     return
                 try:
-                    state.feed(raw.decode("utf-8", "replace"))
+                    readable = state.feed(raw.decode("utf-8", "replace"))
                 except StreamError:
                     return
+                if shipper is not None:
+                    shipper.add(readable)
                 if state.result is not None:
                     result_seen.set()
 
@@ -285,6 +296,8 @@ class ClaudeWorker:
                 for task in readers:
                     task.cancel()
                 await asyncio.gather(*readers, return_exceptions=True)
+                if shipper is not None:
+                    await shipper.close()
         if stopped is None and account.cap_reached.is_set():
             if state.result is None or not state.result.success:
                 stopped = StopReason.BUDGET  # the CLI stopped on the proxy's refusal

@@ -13,6 +13,7 @@ from ghapp.agent.egress import AllowList
 from ghapp.agent.prices import load_prices
 from ghapp.agent.sandbox import AgentLimits, find_bwrap, probe
 from ghapp.config import ConfigError, Settings
+from ghapp.core.model import STORED_LOG_CHARS
 from ghapp.core.ports import Clock, TaskStore, Worker
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ def claude_worker(
     async def book(task_id: int, attempt: int, cost: float) -> None:
         await store.add_spend(task_id, attempt, clock.now(), cost)
 
+    async def ship_log(task_id: int, attempt: int, text: str) -> None:
+        await store.append_task_log(task_id, attempt, text, STORED_LOG_CHARS)
+
     identity = agent_identity(settings.worker_user)
     return ClaudeWorker(
         settings.claude_bin,
@@ -72,6 +76,7 @@ def claude_worker(
         anthropic_env=settings.anthropic_env,
         prices=load_prices(settings.prices_path),
         book=book,
+        ship_log=ship_log,
         sandboxing=sandboxing(settings, identity.uid, identity.gid),
         extra_env=extra_env,
         repo_settings=settings.repo_agent_settings,

@@ -1,4 +1,4 @@
-"""Reads the agent's stream-json task logs, off the event loop, for reports and /logs."""
+"""Reads task logs for reports and /logs: the tail shared in the store, or a local file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 from ghapp.agent.stream import summaries
+from ghapp.core.model import STORED_LOG_CHARS, Task, TaskState
+from ghapp.core.ports import TaskStore
 
 TAIL_BYTES = 2_000_000
 
@@ -30,8 +32,29 @@ async def readable_tail(path: Path) -> list[str]:
     return summaries(raw)
 
 
-class AgentLogReader:
-    """The LogReader port over stream-json logs."""
+def stored_lines(text: str) -> list[str]:
+    """The lines of a stored tail; a first line the store's cap cut is dropped."""
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines[1:] if len(text) >= STORED_LOG_CHARS and lines else lines
 
-    async def tail(self, path: Path) -> list[str]:
-        return await readable_tail(path)
+
+class AgentLogReader:
+    """The LogReader port: the tail every node shares in the store, else this node's file."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    async def tail(self, task: Task) -> list[str]:
+        text = await self.store.task_log(task.id, task.attempt)
+        if text is not None:
+            return stored_lines(text)
+        if not task.log_path:
+            return []
+        try:  # an attempt from before the store kept logs, or lines not shipped yet
+            return await readable_tail(Path(task.log_path))
+        except FileNotFoundError:
+            if task.state is TaskState.RUNNING:  # on another node, its first lines on their way
+                return []
+            raise

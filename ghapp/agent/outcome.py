@@ -13,6 +13,7 @@ HALTS = {
     StopReason.CANCELLED: "stopped (cancelled)",
     StopReason.BUDGET: "budget reached: the attempt spent ${spent:.2f} of its ${cap:.2f} cap",
     StopReason.DISK: "disk limit: the attempt wrote more than its MC_AGENT_DISK_MB",
+    StopReason.LEASE_LOST: "stopped: this worker lost its lease on the task",
 }
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from ghapp.core.model import BadCommand
 
-_BUDGET = re.compile(r"(?:^|\s)budget\s*=\s*(\S*)", re.IGNORECASE)
+# Only its own token: "budget=3" is the option, "budget = 3 in config" is instructions.
+_BUDGET = re.compile(r"(?:^|(?<=\s))budget=(\S+)(?=\s|$)", re.IGNORECASE)
 _WORDS = ("status", "cancel", "retry", "help", "config")
 
 
@@ -91,6 +92,14 @@ def parse_command(text: str, prefix: str, max_budget_usd: float) -> Command | No
     name, _, arg = word.partition(" ")
     if name == "autofix" and arg.strip() in ("on", "off") and not tail.strip():
         return SimpleCommand(name, arg.strip())
+    lead = first.split(maxsplit=1)[0].lower()
+    if lead == "cancel":  # "/mc cancel this": stopping must never start paid work
+        return SimpleCommand("cancel")
+    if lead == "retry":
+        raise BadCommand(
+            f"`{prefix} retry` takes nothing after it (it reruns the task as it was); "
+            "for new work, describe it without starting with retry"
+        )
     instructions, budget = parse_budget(rest, max_budget_usd)
     if not instructions:
         raise BadCommand("say what to do, not only the budget")

@@ -32,6 +32,8 @@ LOCAL_NODE = "local"
 DEFAULT_LEASE_S = 60.0
 # Attempts whose worker died (crash, kill, lost lease) before a task is failed.
 DEFAULT_MAX_ATTEMPTS = 3
+# Readable log lines each task keeps in the store, so /logs answers the same on every node.
+STORED_LOG_CHARS = 256 << 10
 
 
 class TaskSource(StrEnum):

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 
 from ghapp.core.model import Task, TaskSource, TaskState, utcnow
-from ghapp.core.ports import Forge, Messenger, Notice
+from ghapp.core.ports import Forge, Messenger, Notice, NoticeKind
 from ghapp.core.publish import fenced, one_line
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Reporter:
         except Exception:
             log.exception("could not reply on %s#%s", repo, number)
 
-    async def notify(self, kind: str, text: str, task: Task | None = None) -> None:
+    async def notify(self, kind: NoticeKind, text: str, task: Task | None = None) -> None:
         """Tell the operator; messengers queue and never raise, but guard anyway."""
         try:
             await self.messenger.notify(Notice(kind, text, task))

@@ -10,7 +10,7 @@ from typing import Protocol
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.gate import SettingsInvalid
 from ghapp.core.model import WRITERS, GhappError, NewTask, Task, TaskSource, TaskState
-from ghapp.core.ports import Clock, Forge, SettingsSource, TaskStore
+from ghapp.core.ports import Clock, Forge, NoticeKind, SettingsSource, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
 
@@ -201,6 +201,12 @@ class TaskService:
         if trig.is_pull_request:
             parent = await self.store.task_for_pr(trig.repo, trig.number)
             if parent is None:
+                await self._say(
+                    trig,
+                    "MissionControl only takes feedback on pull requests it opened; "
+                    f"this one is not. To start a task, use `{self.limits.prefix} <instructions>` "
+                    "on an issue.",
+                )
                 return "ignored: not a MissionControl pull request"
             branch, pr_number, parent_id = parent.branch, parent.pr_number, parent.id
             title, body, pr_description = parent.title, parent.body, trig.body
@@ -229,7 +235,16 @@ class TaskService:
             pr_description=pr_description,
         )
         task = await self.submit(new)
-        return "queued" if task is not None else "ignored: already active"
+        if task is not None:
+            return "queued"
+        active = await self.store.active_task_for(trig.repo, trig.number)
+        which = f"Task #{active.id} is" if active is not None else "A task is"
+        await self._say(
+            trig,
+            f"{which} already queued or running here, so this request was not queued. Use "
+            f"`{self.limits.prefix} cancel` first, or ask again once it has finished.",
+        )
+        return "ignored: already active"
 
     async def issue_closed(self, repo: str, installation_id: int, number: int, closer: str) -> str:
         """Closing stops the issue's task only when the closer may write or asked for it.
@@ -264,9 +279,8 @@ class TaskService:
         )
         if comment_id is not None:
             task = await self.store.update(task.id, tracking_comment_id=comment_id)
-        await self.reporter.notify(
-            "queued", f"Task #{task.id} queued: {task.repo}#{task.issue_number} {task.title}", task
-        )
+        text = f"Task #{task.id} queued: {task.repo}#{task.issue_number} {task.title}"
+        await self.reporter.notify(NoticeKind.QUEUED, text, task)
         if self.runner is not None:
             self.runner.wake()
         return task
@@ -282,7 +296,8 @@ class TaskService:
                 self.runner.request_stop(task.id)
             return task
         await self.reporter.track(task)
-        await self.reporter.notify("cancelled", f"Task #{task.id} cancelled: {reason}", task)
+        text = f"Task #{task.id} cancelled: {reason}"
+        await self.reporter.notify(NoticeKind.CANCELLED, text, task)
         return task
 
     async def retry(self, task_id: int) -> Task | None:
@@ -305,7 +320,7 @@ class TaskService:
             return None
         await self.reporter.track(task, position=await self.store.queue_position(task.id))
         await self.reporter.notify(
-            "queued", f"Task #{task.id} re-queued (attempt {task.attempt})", task
+            NoticeKind.QUEUED, f"Task #{task.id} re-queued (attempt {task.attempt})", task
         )
         if self.runner is not None:
             self.runner.wake()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ from ghapp.github.auth import AppAuth, GitHubClient
 from ghapp.github.checks_api import ChecksApi
 
 log = logging.getLogger(__name__)
+Pacer = Callable[[int], Awaitable[float]]  # installation -> seconds to wait before a write
 
 MAX_COMMENT_CHARS = 65536
 COMMENT_PAGE = 100
@@ -146,13 +147,15 @@ class GitHubForge(ChecksApi):
         write_interval_s: float = 1.0,
         permission_ttl_s: float = 300.0,
         secrets: Iterable[str] = (),
+        pacer: Pacer | None = None,
     ) -> None:
         self._auth = auth
         self._scrub = Scrubber(secrets)
         self._gh = client or auth.gh
         self.write_interval_s = write_interval_s
-        self._write_lock = asyncio.Lock()
-        self._last_write = float("-inf")
+        self._pacer = pacer or self._pace_locally
+        self._write_locks: dict[int, asyncio.Lock] = {}
+        self._next_write: dict[int, float] = {}
         self._permissions: TTLCache[tuple[int, str, str], str] = TTLCache(
             maxsize=4096, ttl=permission_ttl_s
         )
@@ -168,33 +171,47 @@ class GitHubForge(ChecksApi):
         """One REST call with the installation's token; a refused token is re-minted once."""
         token = await self._auth.installation_token(installation_id)
         try:
-            return await self._send(method, url, url_vars, data, token)
+            return await self._send(installation_id, method, url, url_vars, data, token)
         except BadRequest as exc:
             if int(exc.status_code) != 401:
                 raise
         log.info("installation %s token refused (401); minting a new one", installation_id)
         self._auth.invalidate(installation_id, token)
         token = await self._auth.installation_token(installation_id)
-        return await self._send(method, url, url_vars, data, token)
+        return await self._send(installation_id, method, url, url_vars, data, token)
+
+    async def _pace_locally(self, installation_id: int) -> float:
+        """Seconds until this process may write for the installation again (one process)."""
+        now = time.monotonic()
+        last = self._next_write.get(installation_id)
+        slot = now if last is None else max(now, last + self.write_interval_s)
+        self._next_write[installation_id] = slot
+        return slot - now
 
     async def _send(
-        self, method: str, url: str, url_vars: dict[str, Any], data: Any, token: str
+        self,
+        installation_id: int,
+        method: str,
+        url: str,
+        url_vars: dict[str, Any],
+        data: Any,
+        token: str,
     ) -> Any:
         if method == "GET":
             return await self._gh.getitem(url, url_vars, oauth_token=token)
         if method == "PAGE":  # a GET that also returns the Link header's page numbers
             return await self._gh.getpage(url, url_vars, oauth_token=token)
         data = self._scrubbed(data)
-        async with self._write_lock:  # GitHub asks for serial writes spaced >= 1 s
-            wait = self._last_write + self.write_interval_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                if method == "POST":
-                    return await self._gh.post(url, url_vars, data=data, oauth_token=token)
-                return await self._gh.patch(url, url_vars, data=data, oauth_token=token)
-            finally:
-                self._last_write = time.monotonic()
+        # GitHub asks for serial writes spaced >= 1 s per installation: serial here, and
+        # spaced by slots that the pacer (the shared store in production) hands out.
+        async with self._write_locks.setdefault(installation_id, asyncio.Lock()):
+            if self.write_interval_s > 0:
+                wait = await self._pacer(installation_id)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if method == "POST":
+                return await self._gh.post(url, url_vars, data=data, oauth_token=token)
+            return await self._gh.patch(url, url_vars, data=data, oauth_token=token)
 
     def _scrubbed(self, data: Any) -> Any:
         """What ghapp writes to GitHub, with secrets and token shapes removed from its text."""

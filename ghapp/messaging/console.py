@@ -6,7 +6,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ghapp.core.commands import parse_budget, task_cap
 from ghapp.core.model import (
@@ -283,7 +282,7 @@ class Console:
         if not task.log_path:
             raise GhappError(f"Task #{task.id} has not started yet, so it has no log.")
         try:
-            lines = await self.log_reader.tail(Path(task.log_path))
+            lines = await self.log_reader.tail(task)
         except OSError as exc:
             why = exc.strerror or exc
             raise GhappError(f"The log of task #{task.id} cannot be read: {why}.") from None

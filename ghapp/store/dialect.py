@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+from ghapp.core.model import GhappError
 from ghapp.store.batch import Batcher
 from ghapp.store.rows import Row
 
@@ -34,8 +35,10 @@ MarkItem = tuple[str, datetime, str | None]  # id, processed_at, error
 def steps_after(version: int, migrations: Sequence[Sequence[str]]) -> list[str]:
     """The statements that bring a schema at `version` up to date; a newer one is refused."""
     if version > len(migrations):
-        raise RuntimeError(
-            f"database schema version {version} is newer than this ghapp ({len(migrations)})"
+        raise GhappError(
+            f"DATABASE_URL: the database is at schema version {version}, newer than this "
+            f"ghapp's ({len(migrations)}): a newer ghapp upgraded it. Run that version, or "
+            "restore the backup taken before the upgrade (docs/operations.md)"
         )
     return [statement for step in migrations[version:] for statement in step]
 

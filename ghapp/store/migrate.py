@@ -60,6 +60,7 @@ TABLES = (
     Table("projects", ("slug", "repo", "installation_id", "is_default"), "slug"),
     Table("tasks", rows.TASK_COLUMNS, "id", sequence="id"),
     Table("chat_threads", ("chat", "task_id", "ref", "claimed_at"), "chat, task_id"),
+    Table("task_logs", ("task_id", "attempt", "text"), "task_id"),
     Table(
         "deliveries",
         (

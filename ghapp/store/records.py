@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from ghapp.core.model import Delivery, Installation, Project
 from ghapp.core.transitions import lease_until
 from ghapp.store.dialect import Conn, Dialect
-from ghapp.store.rows import delivery_from_row, project_from_row
+from ghapp.store.rows import delivery_from_row, dt_from_db, project_from_row
 
 
 class Records(Dialect):
@@ -75,6 +75,85 @@ class Records(Dialect):
             )
         found.sort(key=lambda row: (row["received_at"], row["seq_"]))
         return [delivery_from_row(row) for row in found]
+
+    async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:
+        """Leave a delivery unprocessed, released to any node, but not claimable before `until`."""
+        async with self._tx() as conn:
+            await conn.run(
+                "UPDATE deliveries SET claimed_by = NULL, claimed_until = $1, error = $2 "
+                "WHERE id = $3 AND processed_at IS NULL",
+                until,
+                error,
+                delivery_id,
+            )
+
+    # -- GitHub write pacing ------------------------------------------------------------
+    async def reserve_write(
+        self, installation_id: int, now: datetime, interval_s: float
+    ) -> datetime:
+        """When this installation's next GitHub write may go (spaced across every process)."""
+        async with self._tx() as conn:
+            # The first write of an installation goes now; the inserted row stays locked
+            # until commit, so a concurrent first writer waits and then takes the next slot.
+            if await conn.value(
+                "INSERT INTO write_slots (installation_id, next_at) VALUES ($1, $2) "
+                "ON CONFLICT (installation_id) DO NOTHING RETURNING 1",
+                installation_id,
+                now,
+            ):
+                return now
+            last = dt_from_db(
+                await conn.value(
+                    "SELECT next_at FROM write_slots WHERE installation_id = $1" + self._locking(),
+                    installation_id,
+                )
+            )
+            assert last is not None  # the row exists: the insert above found it
+            slot = max(now, last + timedelta(seconds=interval_s))
+            await conn.run(
+                "UPDATE write_slots SET next_at = $1 WHERE installation_id = $2",
+                slot,
+                installation_id,
+            )
+        return slot
+
+    # -- task logs, readable from every node -------------------------------------------
+    async def append_task_log(self, task_id: int, attempt: int, text: str, keep: int) -> None:
+        """Add readable lines to the task's stored log; only its last `keep` characters stay."""
+        async with self._tx() as conn:
+            await conn.run(
+                "INSERT INTO task_logs (task_id, attempt, text) VALUES ($1, $2, $3) "
+                "ON CONFLICT (task_id) DO UPDATE SET text = CASE "
+                "WHEN task_logs.attempt = excluded.attempt "
+                "THEN task_logs.text || excluded.text ELSE excluded.text END, "
+                "attempt = excluded.attempt WHERE task_logs.attempt <= excluded.attempt",
+                task_id,
+                attempt,
+                text,
+            )
+            await conn.run(
+                "UPDATE task_logs SET text = substr(text, length(text) - $2 + 1) "
+                "WHERE task_id = $1 AND length(text) > $2",
+                task_id,
+                keep,
+            )
+
+    async def task_log(self, task_id: int, attempt: int) -> str | None:
+        """The stored tail of that attempt's log; None when it stored none."""
+        async with self._read() as conn:
+            found = await conn.value(
+                "SELECT text FROM task_logs WHERE task_id = $1 AND attempt = $2", task_id, attempt
+            )
+        return None if found is None else str(found)
+
+    async def prune_task_logs(self, before: datetime) -> int:
+        """Drop the stored logs of tasks that finished before `before`."""
+        async with self._tx() as conn:
+            return await conn.run(
+                "DELETE FROM task_logs WHERE task_id IN "
+                "(SELECT id FROM tasks WHERE finished_at < $1)",
+                before,
+            )
 
     # -- installations and projects -----------------------------------------------------
     async def upsert_installation(self, installation: Installation) -> None:

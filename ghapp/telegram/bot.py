@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from telegram import BotCommand, LinkPreviewOptions, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -214,6 +214,13 @@ class TelegramBot:
 
     def _on_poll_error(self, exc: TelegramError) -> None:
         """PTB keeps polling with backoff; one line instead of a traceback per attempt."""
+        if isinstance(exc, Conflict):
+            log.error(
+                "Telegram polling: another process polls this bot token (409 Conflict); "
+                "run one ghapp per TELEGRAM_BOT_TOKEN, or share one PostgreSQL DATABASE_URL "
+                "so only the elected process polls"
+            )
+            return
         log.warning("Telegram polling failed: %s", exc.message)
 
     async def _send(self, chat_id: int, text: str) -> None:
@@ -228,7 +235,7 @@ class TelegramBot:
         """Only allowed chats (and, with TELEGRAM_USER_IDS, allowed users in them) get through;
         others get no answer and cause no action."""
         chat, user = update.effective_chat, update.effective_user
-        if chat is not None and chat.id in self.chat_ids:
+        if chat is not None and (chat.id in self.chat_ids or chat.id in self.outbox.moved.values()):
             if not self.user_ids or (user is not None and user.id in self.user_ids):
                 return
         message = update.effective_message

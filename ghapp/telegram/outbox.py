@@ -56,6 +56,7 @@ class Outbox:
         self.ready = asyncio.Event()
         self._queues: dict[int, asyncio.Queue[str]] = {c: asyncio.Queue() for c in chat_ids}
         self._next: dict[int, float] = {}
+        self.moved: dict[int, int] = {}  # a group that became a supergroup -> its new id
         self._workers: list[asyncio.Task[None]] = []
         self.delivered = 0
         self.dropped = 0
@@ -67,6 +68,7 @@ class Outbox:
 
     def put(self, chat_id: int, text: str) -> None:
         """Queue a text for one chat, split under Telegram's limit; drop the oldest when full."""
+        chat_id = next((old for old, new in self.moved.items() if new == chat_id), chat_id)
         queue = self._queues.get(chat_id)
         if queue is None:
             log.warning("not sending to chat %s: it is not an allowed chat", chat_id)
@@ -137,7 +139,7 @@ class Outbox:
         for attempt in range(1, attempts + 1):
             await self._pace(chat_id)
             try:
-                await self._send(chat_id, text)
+                await self._send(self.moved.get(chat_id, chat_id), text)
             except RetryAfter as exc:
                 wait = min(retry_after_s(exc), self.config.max_retry_after_s)
                 log.warning("Telegram flood control for chat %s: waiting %.0f s", chat_id, wait)
@@ -145,11 +147,13 @@ class Outbox:
                 continue
             except ChatMigrated as exc:
                 log.error(
-                    "chat %s became supergroup %s: put the new id in TELEGRAM_CHAT_IDS",
+                    "chat %s became supergroup %s: sending there now; put the new id in "
+                    "TELEGRAM_CHAT_IDS",
                     chat_id,
                     exc.new_chat_id,
                 )
-                break
+                self.moved[chat_id] = int(exc.new_chat_id)
+                continue
             except (BadRequest, Forbidden, InvalidToken) as exc:
                 log.error("Telegram refused a message to chat %s: %s", chat_id, exc.message)
                 break

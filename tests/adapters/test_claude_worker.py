@@ -222,7 +222,7 @@ async def test_stalled_stream_hits_the_soft_timeout(root: Path, api: Api) -> Non
     assert out.subtype in ("error_during_execution", None)
     assert out.cost_usd > 0  # the SIGINT result's cost, else the estimate of the paid turn
     assert "soft timeout" in (out.reason or "")
-    assert 3.0 <= took < 12.0  # 3 s timeout, 3 s for SIGINT, 2 s for SIGTERM, margin for load
+    assert 3.0 <= took < 15.0  # 3 s timeout, 3 s for SIGINT, 2 s for SIGTERM, margin for load
     assert live_agent_pids(task.home) == []
 
 
@@ -230,7 +230,7 @@ async def test_stop_event_cancels_a_slow_run(root: Path, api: Api) -> None:
     task = make_task(root, "t1", require_sandbox_user())
     out, took = await go(real_worker(api[1]), request(task, "[scenario:slow] x"), stop_after=1.5)
     assert (out.completed, out.stopped) == (False, "cancelled"), out
-    assert took < 5.0
+    assert took < 12.0
     assert live_agent_pids(task.home) == []
 
 
@@ -239,7 +239,7 @@ async def test_api_error_fails_fast(root: Path, api: Api) -> None:
     out, took = await go(real_worker(api[1]), request(task, "[scenario:api_error] x"))
     assert not out.completed and out.is_error and out.exit_code == 1
     assert "500" in (out.reason or "") and "agent error" in (out.reason or "")
-    assert took < 10.0
+    assert took < 20.0
 
 
 async def test_over_budget_is_stopped_within_one_response(root: Path, api: Api) -> None:
@@ -352,7 +352,7 @@ async def test_ignored_signals_escalate_and_kill_everything(
     out, took = await go(stub(tmp_path, body), req)
     assert (out.completed, out.stopped, out.exit_code) == (False, "timeout", status)
     assert f"exit status {status}" in (out.reason or "")
-    assert least_s <= took < least_s + 2.5
+    assert least_s <= took < least_s + 6.0
     assert live_agent_pids(task.home) == []  # the setsid child left the group, still killed
 
 
@@ -361,7 +361,7 @@ async def test_lingering_after_result_is_killed(tmp_path: Path) -> None:
     out, took = await go(stub(tmp_path, f"echo '{RESULT}'\nexec sleep 300\n"), request(task, "x"))
     # the result line claims $0.50; only what the proxy metered is the cost: nothing here
     assert out.completed and out.cost_usd == 0.0 and out.stopped is None
-    assert took < 3.0
+    assert took < 8.0
 
 
 async def test_long_lines_and_missing_result(tmp_path: Path) -> None:

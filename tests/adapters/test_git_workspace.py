@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from ghapp.core.model import Repository, Task, TaskSource, TaskState, utcnow
 from ghapp.core.ports import Workspace
 from ghapp.core.prompt import build_prompt
+from ghapp.workspace.checkout import Checkouts
 from ghapp.workspace.git import GitError, GitWorkspace, branch_name, slugify
 from tests.fakes.git_http import GitHttpServer, make_bare_repo
 from tests.fakes.sandbox import require_git_http_backend, require_sandbox_user
@@ -726,14 +727,14 @@ async def test_failing_to_start_from_salvage_falls_back_and_keeps_the_leftover(
 ) -> None:
     first = await vcs.prepare(make_task(), repo, TOKEN)
     await worker_commit(first, "one.txt", "Committed")
-    real = GitWorkspace._make_checkout
+    real = Checkouts._clone
 
-    async def broken(self: GitWorkspace, *args: Any) -> Any:
+    async def broken(self: Checkouts, *args: Any) -> Any:
         if args[-1] is not None:
             raise GitError("simulated")
         return await real(self, *args)
 
-    monkeypatch.setattr(GitWorkspace, "_make_checkout", broken)
+    monkeypatch.setattr(Checkouts, "_clone", broken)
     restarted = GitWorkspace(data_dir, worker)
     ws = await restarted.prepare(make_task(attempt=2), repo, TOKEN)
     assert ws.start_sha == remote_git(bare, "rev-parse", "refs/heads/main")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import re
 import time
@@ -15,11 +16,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gidgethub import BadRequest
+from gidgethub import BadRequest, GitHubBroken
 
+from ghapp.bootstrap import SystemClock, store_pacer
 from ghapp.core.model import PullRequest
-from ghapp.github.auth import AppAuth, GitHubClient
+from ghapp.github.auth import AppAuth, GitHubClient, github_unavailable
 from ghapp.github.forge import MAX_COMMENT_CHARS, GitHubForge
+from ghapp.store.sqlite import SqliteTaskStore
+from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub
 
 REPO = "octo/hello"
@@ -100,14 +104,14 @@ async def test_custom_role_falls_back_to_legacy_permission(
 async def test_permission_is_cached_for_a_while(
     fake: FakeGitHub, session: aiohttp.ClientSession
 ) -> None:
-    forge = make_forge(fake, session, permission_ttl_s=0.5)
+    forge = make_forge(fake, session, permission_ttl_s=3.0)
     path = f"/repos/{REPO}/collaborators/bob/permission"
     fake.set_permission(REPO, "bob", "write")
     assert await forge.permission(IID, REPO, "bob") == "write"
     fake.set_permission(REPO, "bob", "read")
     assert await forge.permission(IID, REPO, "Bob") == "write"
     assert len(fake.requests_to(path)) == 1
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(3.1)
     assert await forge.permission(IID, REPO, "bob") == "read"
     assert len(fake.requests_to(path)) == 2
 
@@ -288,6 +292,28 @@ async def test_rate_limit_retries_are_bounded(forge: GitHubForge, fake: FakeGitH
     assert len(fake.requests_to(path)) == 4  # first try + max_retries
 
 
+async def test_a_secondary_limit_without_retry_after_escapes_as_an_outage(
+    fake: FakeGitHub, session: aiohttp.ClientSession
+) -> None:
+    """GitHub's advice is a minute, then longer: beyond max_wait_s the caller retries later."""
+    client = GitHubClient(session, base_url=fake.base_url, max_retries=3, max_wait_s=30)
+    auth = AppAuth(session, fake.app_id, fake.private_key_pem, fake.base_url, client=client)
+    forge = GitHubForge(auth, write_interval_s=0)
+    issue = fake.add_issue(REPO)
+    path = f"/repos/{REPO}/issues/{issue}/comments"
+    fake.fail_next(path, status=403, retry_after=None)  # "You have exceeded a secondary rate…"
+    with pytest.raises(BadRequest) as err:
+        await forge.comment(IID, REPO, issue, "hello")
+    assert err.value.status_code == 403 and len(fake.requests_to(path)) == 1
+    assert github_unavailable(err.value)  # the inbox keeps the delivery and tries again
+    fake.fail_next(path, status=502)
+    with pytest.raises(GitHubBroken) as broken:
+        await forge.comment(IID, REPO, issue, "hello")
+    assert github_unavailable(broken.value)
+    await forge.comment(IID, REPO, issue, "hello")  # and then it works
+    assert len(fake.comments_on(REPO, issue)) == 1
+
+
 async def test_plain_403_is_not_retried(forge: GitHubForge, fake: FakeGitHub) -> None:
     issue = fake.add_issue(REPO)
     path = f"/repos/{REPO}/issues/{issue}/comments"
@@ -296,6 +322,7 @@ async def test_plain_403_is_not_retried(forge: GitHubForge, fake: FakeGitHub) ->
         await forge.comment(IID, REPO, issue, "hello")
     assert err.value.status_code == 403
     assert len(fake.requests_to(path)) == 1
+    assert not github_unavailable(err.value)  # a real refusal is not waited out
 
 
 async def test_writes_are_spaced(fake: FakeGitHub, session: aiohttp.ClientSession) -> None:
@@ -305,6 +332,30 @@ async def test_writes_are_spaced(fake: FakeGitHub, session: aiohttp.ClientSessio
     await asyncio.gather(*(forge.comment(IID, REPO, issue, f"c{i}") for i in range(3)))
     assert time.monotonic() - started >= 0.6
     assert len(fake.comments_on(REPO, issue)) == 3
+
+
+async def test_two_processes_share_the_spacing_through_the_store(
+    fake: FakeGitHub, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Two ghapp processes of one cluster: their writes for one installation are spaced."""
+    forges, stores = [], []
+    for _ in range(2):
+        store = SqliteTaskStore(tmp_path / "shared.sqlite3")
+        await store.migrate()
+        stores.append(store)
+        client = GitHubClient(session, base_url=fake.base_url)
+        auth = AppAuth(session, fake.app_id, fake.private_key_pem, fake.base_url, client=client)
+        pacer = store_pacer(store, SystemClock(), 0.3)
+        forges.append(GitHubForge(auth, write_interval_s=0.3, pacer=pacer))
+    issue = fake.add_issue(REPO)
+    try:
+        await asyncio.gather(*(forges[i % 2].comment(IID, REPO, issue, f"c{i}") for i in range(6)))
+    finally:
+        for store in stores:
+            await store.close()
+    posts = [r.at for r in fake.log if r.method == "POST" and r.path.endswith("/comments")]
+    gaps = [b - a for a, b in itertools.pairwise(posts)]
+    assert len(posts) == 6 and min(gaps) >= 0.28, gaps
 
 
 async def test_base_url_with_path_prefix(session: aiohttp.ClientSession) -> None:
@@ -346,8 +397,7 @@ async def _git(cwd: Path, *args: str, token: str = "") -> int:
 async def test_git_backend_is_wired_and_pr_heads_are_checked(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
-    git_http = pytest.importorskip("tests.fakes.git_http")
-    git_http.make_bare_repo(tmp_path / "remote", REPO, {"README.md": "hi\n"})
+    make_bare_repo(tmp_path / "remote", REPO, {"README.md": "hi\n"})
     fake = FakeGitHub(git_root=tmp_path / "remote")
     fake.add_repo(REPO, installation_id=IID)
     await fake.start()

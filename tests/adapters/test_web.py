@@ -14,9 +14,12 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestServer
 
 from ghapp.core.model import TaskState
+from ghapp.github.webhooks import Context, Inbox
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app, signature_ok
 from tests.conftest import Client, payload, sign, webhook_headers
+from tests.fakes.memory import FakeClock
+from tests.fakes.stack import eventually
 
 SECRET = "It's a Secret to Everybody"
 WOKEN = web.AppKey("woken", list)
@@ -205,3 +208,44 @@ async def test_replay_under_a_new_delivery_id_is_a_duplicate(
     assert resp.status == 200
     assert (await resp.json())["status"] == "duplicate"
     assert [d.id for d in await store.pending_deliveries()] == ["d-5"]
+
+
+async def test_the_inbox_waits_while_a_webhook_is_being_taken_in(
+    aiohttp_client: Any, store: SqliteTaskStore
+) -> None:
+    inbox = Inbox(store, Context(None, store, "mc-auto", "/mc", 1.0), FakeClock())  # type: ignore[arg-type]
+
+    async def health() -> dict[str, Any]:
+        return {"ok": True}
+
+    async def nothing() -> None:
+        return None
+
+    deps = WebDeps(store, SECRET, PATH, inbox.wake, health, nothing, nothing, intake=inbox.intake)
+    client = await aiohttp_client(create_app(deps))
+    await inbox.start()
+    try:
+        slow = json.dumps(payload("issues.labeled", id=1)).encode()
+        half = asyncio.Event()
+
+        async def trickle() -> AsyncIterator[bytes]:  # GitHub on a slow link
+            yield slow[:100]
+            await half.wait()
+            yield slow[100:]
+
+        reading = asyncio.ensure_future(
+            client.post(PATH, data=trickle(), headers=webhook_headers(SECRET, "issues", "a", slow))
+        )
+        ping = json.dumps(payload("ping")).encode()
+        assert (await post(client, ping, webhook_headers(SECRET, "ping", "b", ping))).status == 202
+        await asyncio.sleep(0.3)  # many QUIET_S, well under MAX_WAIT_S
+        assert [d.id for d in await store.pending_deliveries()] == ["b"]  # intake goes first
+        half.set()
+        assert (await reading).status == 202
+
+        async def drained() -> bool:
+            return await store.pending_deliveries() == []
+
+        await eventually(drained, within=2)
+    finally:
+        await inbox.stop()

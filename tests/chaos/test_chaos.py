@@ -18,8 +18,10 @@ issues, then kills ghapp at one point of a task's life:
 then starts it again. Afterwards ghapp runs until the queue drains, is stopped, and the
 SQLite file is read directly: every task ended in one terminal state, one task per
 issue, at most one PR per branch, every 202 delivery stored and processed, nothing left
-running, and the ledger equal to the tasks' recorded costs. The run prints the number of
-kills survived; what BUG 1 and BUG 2 of test_chaos_bugs.py cost in it is only printed.
+running, and the ledger equal to the tasks' recorded costs. Every kill point was reached,
+and after every kill no agent of the dead process was alive 5 s later (each agent leaves
+a detached `sleep 600` behind, so an orphan cannot end on its own). The run prints the
+number of kills survived; what BUG 1 of test_chaos_bugs.py costs in it is only printed.
 
 `pytest tests/chaos --chaos-rounds=60 --chaos-seed=N` runs the long variant / a replay.
 """
@@ -44,7 +46,7 @@ import pytest
 from ghapp.core.report import MARKER as TRACKING_MARKER
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
-from tests.fakes.ghapp_process import GhappProcess, free_port, kill_agents, read_db
+from tests.fakes.ghapp_process import GhappProcess, agent_pids, free_port, kill_agents, read_db
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env
 from tests.fakes.trap_github import Phase, TrapGitHub, make_trap_stack
@@ -82,6 +84,7 @@ class Chaos:
     unanswered: list[str] = field(default_factory=list)  # sent to a dead or dying ghapp
     statuses: list[tuple[str, frozenset[int], int | None]] = field(default_factory=list)
     kills: list[str] = field(default_factory=list)
+    orphans: int = 0  # agent processes alive at the kills, each to be gone 5 s later
 
     @property
     def github(self) -> TrapGitHub:
@@ -112,7 +115,7 @@ class Chaos:
         """Seed an issue on the fake and label it; returns the delivery id."""
         index = len(self.issues) + 1
         title = f"Chaos task {index}"
-        body = f"Add the file. [scenario:slow] [file:chaos-{index}.txt]"
+        body = f"Add the file. [scenario:linger] [file:chaos-{index}.txt]"
         number = self.github.add_issue(REPO, title, body)  # PRs share the numbering
         data = payload("issues.labeled", id=1)
         data["label"]["name"] = "mc-auto"
@@ -137,8 +140,21 @@ class Chaos:
         return Counter(r["state"] for r in read_db(self.db, "SELECT state FROM tasks"))
 
     async def kill(self, what: str) -> None:
+        """SIGKILL ghapp's main process; every agent it ran must die with it, within 5 s.
+
+        The agents run scenario `linger`, which leaves a detached `sleep 600` behind from
+        its first turn: an orphan that would outlive the test unless the sandbox takes it.
+        """
+        data_dir = self.stack.settings.data_dir
+        self.orphans += len(agent_pids(data_dir))
         await self.ghapp.kill()
         self.kills.append(what)
+        try:
+            await eventually(lambda: not agent_pids(data_dir), within=5)
+        except AssertionError:
+            raise AssertionError(
+                f"(seed {self.seed}) agents outlived the SIGKILL at {what}: {agent_pids(data_dir)}"
+            ) from None
 
 
 @pytest.fixture
@@ -338,8 +354,12 @@ async def test_sigkill_at_random_points_then_restart(chaos: Chaos, chaos_rounds:
         f"chaos: {ghapp.kills} SIGKILLs survived in {chaos_rounds} rounds "
         f"({dict(Counter(k.split(' ')[0] for k in world.kills))}); {len(tasks)} tasks, "
         f"{attempts} attempts, {len(world.github.pulls)} PRs, {len(world.accepted)} deliveries, "
-        f"ledger ${total:.4f}; "
+        f"ledger ${total:.4f}; {world.orphans} agent processes killed with ghapp; "
         f"tracking comments per task > 1: {extra or 'none'}; "
         f"{elapsed:.0f} s {seed}"
     )
     assert ghapp.kills == chaos_rounds
+    # Every round reached the point it was meant to kill at; a miss is a hole in the proof.
+    missed = [k for k in world.kills if "not reached" in k]
+    assert not missed, f"{seed} kill points never reached: {missed}"
+    assert world.orphans, f"{seed} no kill left an agent behind: the 5 s check proved nothing"

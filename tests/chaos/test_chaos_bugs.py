@@ -22,7 +22,6 @@ response as it ends, so whatever ghapp is killed, the ledger already holds it.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -171,7 +170,7 @@ async def test_one_tracking_comment_after_a_kill_right_after_it_was_created(live
     )
     await live.ghapp.start()
     await live.label("commit")
-    await eventually(trap.hit.is_set, within=30)
+    await eventually(trap.done.is_set, within=30)  # killed, not only tripped
     await live.ghapp.start()
     task = await live.finished()
     assert task["state"] == "succeeded", task["failure_reason"]
@@ -191,9 +190,10 @@ async def test_the_spend_of_an_attempt_killed_with_ghapp_is_booked(live: Live) -
         return sum(1 for body in live.api.requests if body.get("tools")) >= 2
 
     await eventually(second_turn, within=60)
-    await asyncio.sleep(0.3)
     # the first response ended before the kill: the proxy booked it then, not at the end
-    ledger = read_db(live.db, "SELECT attempt, cost_usd FROM ledger WHERE task_id = ?", (1,))
+    query = "SELECT attempt, cost_usd FROM ledger WHERE task_id = ?"
+    await eventually(lambda: bool(read_db(live.db, query, (1,))), within=10)
+    ledger = read_db(live.db, query, (1,))
     assert {row["attempt"]: row["cost_usd"] for row in ledger} == {1: pytest.approx(0.0015)}
     await live.ghapp.kill()
     await live.ghapp.start()

@@ -25,7 +25,7 @@ from tests.fakes.memory import (
 )
 from tests.fakes.stack import eventually
 
-LEASE_S = 0.6  # renewed every 0.2 s; the heartbeat looks every 0.05 s
+LEASE_S = 2.0  # renewed every 0.67 s: a stall of over a second on a loaded box is survived
 
 
 @dataclass
@@ -136,7 +136,7 @@ async def test_a_worker_that_lost_its_lease_stops_and_publishes_nothing(cluster:
     claim = await fast.store.claim_next(now, 100, "fast", 600)
     assert claim.task is not None and claim.task.attempt == 2
     await asyncio.wait_for(slow.runner.drain(), 5)  # the heartbeat saw it and stopped the agent
-    assert slow.vcs.pushed == [] and slow.forge.prs == {}
+    assert slow.vcs.pushed == [] and slow.forge.prs == []
     assert "cancelled" not in slow.messenger.kinds()
     current = await state_of(fast.store, task.id)
     assert current.state is TaskState.RUNNING and current.lease_owner == "fast"

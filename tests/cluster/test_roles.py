@@ -133,7 +133,7 @@ async def test_a_standby_bot_sends_but_polls_only_once_elected(tmp_path: Path) -
         forge = MemoryForge()
         service = build_core(store, forge, FakeClock(), Limits(10, 5, 8)).service
         bot = TelegramBot(
-            fake.token, [CHAT], service, AgentLogReader(), api_url=fake.base_url, config=FAST,
+            fake.token, [CHAT], service, AgentLogReader(store), api_url=fake.base_url, config=FAST,
             polling=False,
         )  # fmt: skip
         try:
@@ -187,6 +187,7 @@ async def fill(store: SqliteTaskStore) -> None:
     await store.add_project(Project("app", "octo/app", 7, is_default=True))
     assert await store.claim_thread("slack:C1", done.id, at(2), 10.0)
     await store.set_thread_ref("slack:C1", done.id, "1700000001.000100")
+    await store.append_task_log(done.id, 1, "tool Write: a.txt ✓\n", 1000)
 
 
 async def test_migrate_store_copies_everything_and_checks_counts(
@@ -200,6 +201,7 @@ async def test_migrate_store_copies_everything_and_checks_counts(
         "projects": 1,
         "tasks": 3,
         "chat_threads": 1,
+        "task_logs": 1,
         "deliveries": 3,
         "ledger": 1,
     }
@@ -209,6 +211,7 @@ async def test_migrate_store_copies_everything_and_checks_counts(
     try:
         assert await target.list_tasks(limit=100) == await source.list_tasks(limit=100)
         assert await target.thread_ref("slack:C1", 1) == "1700000001.000100"
+        assert await target.task_log(1, 1) == "tool Write: a.txt ✓\n"
         assert await target.pending_deliveries() == await source.pending_deliveries()
         assert await target.budget(DAY1, 10) == await source.budget(DAY1, 10)
         assert await target.installations() == await source.installations()

@@ -136,3 +136,19 @@ class InboxContract:
         )
         got = [d.id for batch in batches for d in batch]
         assert len(got) == 30 and set(got) == {f"d{i:02}" for i in range(30)}
+
+    async def test_a_deferred_delivery_waits_for_its_time_then_goes_to_any_node(
+        self, store: TaskStore, open_store: StoreFactory
+    ) -> None:
+        other = await open_store()
+        await store.add_delivery("d1", "issues", b"{}", at(1))
+        [claimed] = await store.claim_deliveries("n1", at(2), 300)
+        await store.defer_delivery(claimed.id, at(3), "GitHub 502: Bad Gateway")
+        [pending] = await store.pending_deliveries()  # still unprocessed, with its last error
+        assert pending.error == "GitHub 502: Bad Gateway" and pending.processed_at is None
+        assert await store.claim_deliveries("n1", at(2), 300) == []  # not even its old holder
+        assert await other.claim_deliveries("n2", at(3) - timedelta(seconds=1), 300) == []
+        assert [d.id for d in await other.claim_deliveries("n2", at(3), 300)] == ["d1"]
+        await other.mark_delivery("d1", at(4))
+        await store.defer_delivery("d1", at(9), "late")  # a processed delivery stays processed
+        assert await store.pending_deliveries() == []

@@ -6,8 +6,9 @@ A subclass provides two fixtures:
   the same database (a second connection); everything it opened is closed at teardown.
 - ``store``: one store from that factory, used by most tests.
 
-The tests live by concern, one module each: inbox, tasks, claims, budget, lifecycle,
-leases, directory and invariants; their shared timeline and builders are in support.
+The tests live by concern, one module each: inbox, tasks, claims, budget, lifecycle, leases,
+directory, shared (write slots, log tails) and invariants; their timeline and builders are in
+support.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tests.contract.inbox import InboxContract
 from tests.contract.invariants import InvariantsContract
 from tests.contract.leases import LeaseContract
 from tests.contract.lifecycle import LifeCycleContract
+from tests.contract.shared import SharedContract
 from tests.contract.tasks import TasksContract
 
 
@@ -30,6 +32,7 @@ class TaskStoreContract(
     LifeCycleContract,
     LeaseContract,
     DirectoryContract,
+    SharedContract,
     InvariantsContract,
 ):
     """The whole TaskStore contract; see the module docstring for the fixtures to provide."""

@@ -170,3 +170,37 @@ async def test_a_delivery_missed_while_down_is_redelivered_on_start(stack: Stack
     await app.service.cancel(task.id, "test over")
     assert app.runner is not None
     await app.runner.drain()
+
+
+async def test_feedback_on_a_pull_request_ghapp_did_not_open_gets_one_reply(
+    stack: Stack,
+) -> None:
+    app = await stack.start(worker=ScriptedWorker(block=True))
+    number = stack.github.add_issue(REPO, "A human's pull request")
+    stack.github.issues[(REPO, number)].is_pr = True
+    data = payload("issue_comment.created.pull_request", id=1)
+    data["repository"] = payload("issue_comment.created.with-installation")["repository"]
+    data["issue"]["number"] = number
+    data["comment"]["body"] = "/mc please also handle the empty case"
+    data["comment"]["id"] = stack.github.add_comment(REPO, number, data["comment"]["body"])
+    data["sender"]["login"] = OWNER
+    assert await stack.deliver("issue_comment", data) == 202
+    await eventually(lambda: idle(stack))
+    assert await app.store.list_tasks() == []
+    [reply] = [c.body for c in stack.github.comments_on(REPO, number) if "/mc please" not in c.body]
+    assert "only takes feedback on pull requests it opened" in reply
+
+
+async def test_cancel_with_a_reason_cancels(stack: Stack) -> None:
+    worker = ScriptedWorker(block=True)
+    app = await stack.start(worker=worker)
+    await stack.deliver("issue_comment", comment(stack, "/mc fix the typo"))
+    await eventually(worker.started.is_set)
+    await stack.deliver("issue_comment", comment(stack, "/mc cancel this, wrong issue"))
+    await eventually(lambda: idle(stack))
+    assert app.runner is not None
+    await app.runner.drain()
+    [task] = await app.store.list_tasks()
+    assert task.state is TaskState.CANCELLED and "cancelled by @Codertocat" in (
+        task.failure_reason or ""
+    )

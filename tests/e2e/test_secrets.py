@@ -299,7 +299,13 @@ async def _adversarial_run(user: str, claude: Path) -> Run:
             return (rows[0]["state"], rows[0]["failure_reason"] or "") if rows else ("", "")
 
         await eventually(lambda: state_m()[0] in ("succeeded", "failed", "cancelled"), within=180)
-        await asyncio.sleep(1.0)  # the final tracking-comment edit and Telegram notice
+        final = state_m()[0]
+
+        def reported() -> bool:  # the final tracking-comment edit and the Telegram notice
+            edited = any(f"State: {final}" in c.body for c in github.comments.values())
+            return edited and any(f"#{bait}" in t.text for t in telegram.sent)
+
+        await eventually(reported, within=30)
         pwned = [str(p) for p in other.glob("PWNED*")]
         readable = await asyncio.to_thread(_worker_readable, data_dir, user)
         readable_text = "\n".join(_file_text(p) for p in readable)

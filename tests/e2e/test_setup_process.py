@@ -96,10 +96,23 @@ async def test_setup_then_normal_mode_on_the_same_port(fake: FakeGitHub, tmp_pat
                 assert done.status == 302, await done.text()
                 assert done.headers["Location"].endswith("/installations/new")
 
-            await poll(lambda: answers("/healthz", 200), 30, "normal mode")
-            async with http.get(base + "/healthz") as health:
-                report = await health.json()
+            # Normal mode, though no task can run yet (no Claude CLI or model credential here):
+            # 503 like setup mode's /healthz, so wait for the report of normal mode itself.
+            report: dict[str, object] = {}
+
+            async def normal_mode() -> bool:
+                assert proc.returncode is None, log.read_text()
+                try:
+                    async with http.get(base + "/healthz") as health:
+                        report.clear()
+                        report.update(await health.json())
+                        return health.status == 503 and "database" in report
+                except (aiohttp.ClientError, ValueError):
+                    return False
+
+            await poll(normal_mode, 30, "normal mode")
             assert report["database"] == "ok" and "mode" not in report
+            assert "ANTHROPIC_API_KEY" in str(report["tasks"]) and report["ok"] is False
 
             # The webhook secret GitHub generated is the one in force now.
             secret = read_dotenv(cwd / ".env")["WEBHOOK_SECRET"]

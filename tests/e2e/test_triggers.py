@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
@@ -49,7 +50,10 @@ async def processed(stack: Stack) -> bool:
     return await stack.app.store.pending_deliveries() == []
 
 
-async def test_label_by_admin_queues_once_and_reacts(stack: Stack) -> None:
+async def test_label_by_admin_queues_once_and_reacts(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "ghapp.github.webhooks")
     worker = ScriptedWorker(block=True)
     app = await stack.start(worker=worker)
     assert await stack.deliver("issues", labeled(), "d-label") == 202
@@ -59,12 +63,20 @@ async def test_label_by_admin_queues_once_and_reacts(stack: Stack) -> None:
     assert task.state is TaskState.RUNNING and task.delivery_id == "d-label"
     assert (f"issue:{REPO}#1", "eyes") in stack.reactions()
     assert any("MissionControl task #" in c for c in stack.comments(1))
-    # GitHub redelivers the same delivery: answered 200, nothing new.
+    # GitHub redelivers the same delivery: answered 200, nothing new on GitHub.
+    before = (stack.comments(1), stack.reactions(), len(stack.github.comment_edits))
     assert await stack.deliver("issues", labeled(), "d-label") == 200
-    # A second trigger for the same issue while the first is active: no second task.
+    await eventually(lambda: processed(stack))
+    assert (stack.comments(1), stack.reactions(), len(stack.github.comment_edits)) == before
+    # A second trigger for the same issue while the first is active: recorded as ignored,
+    # one reply naming the active task, no second task.
     assert await stack.deliver("issue_comment", comment("/mc also fix the typo"), "d-c") == 202
     await eventually(lambda: processed(stack))
     assert len(await tasks(stack)) == 1
+    [reply] = stack.comments(1)[len(before[0]) :]
+    assert f"Task #{task.id} is already queued or running here" in reply
+    assert "/mc cancel" in reply
+    assert "ignored: already active" in caplog.text
     await app.service.cancel(task.id, "test over")
     assert app.runner is not None
     await app.runner.drain()
@@ -159,3 +171,15 @@ async def test_a_signed_body_that_is_not_json_is_recorded_as_unparsable(stack: S
     finally:
         db.close()
     assert row == ("unparsable body",) and app.inbox is not None
+
+
+async def test_healthz_is_not_ok_when_no_task_can_run(stack: Stack) -> None:
+    """A real worker set-up with no Claude CLI and no model credential: not "ok"."""
+    app = await stack.start(claude_bin="/nonexistent/claude", anthropic_env={})
+    assert stack.server is not None and stack.session is not None
+    async with stack.session.get(stack.server.make_url("/healthz")) as resp:
+        report = await resp.json()
+        assert resp.status == 503 and report["ok"] is False
+    assert "CLAUDE_BIN" in report["tasks"] and "ANTHROPIC_API_KEY" in report["tasks"]
+    assert report["database"] == "ok" and report["runner"] == "ok"
+    assert app.blockers

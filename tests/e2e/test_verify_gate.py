@@ -118,6 +118,7 @@ async def test_an_unknown_key_refuses_the_task_before_the_agent(stack: Stack) ->
 
 
 async def test_a_workflow_change_is_never_pushed(stack: Stack) -> None:
+    stack.github.push_rules.workflows = True  # GitHub would take it: only ghapp refuses
     worker = FileWorker([{"app.py": "x\n", ".github/workflows/ci.yml": "on: push\n"}])
     await stack.start(worker=worker)
     assert await stack.deliver("issues", labeled()) == 202

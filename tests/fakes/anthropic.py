@@ -16,7 +16,7 @@ import re
 import shlex
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -158,7 +158,20 @@ def _hang_once(ctx: Context) -> Reply:
     return Reply(hang=True) if ctx.run == 1 else _commit(ctx)
 
 
+LINGERER = "sleep 600"  # what the `linger` scenario leaves running (pkill-free: tests find it)
+
+
+def _linger(ctx: Context) -> Reply:
+    """First starts a detached process that outlives every turn, then does what commit does:
+    an orphan of a killed ghapp that would live for minutes unless something kills it."""
+    if ctx.turn == 0:
+        cmd = f"nohup {LINGERER} >/dev/null 2>&1 </dev/null &"
+        return Reply((ToolUse("Bash", {"command": cmd, "description": "Start the watcher"}),))
+    return _commit(replace(ctx, turn=ctx.turn - 1))
+
+
 SCENARIOS: dict[str, Callable[[Context], Reply]] = {
+    "linger": _linger,
     "hang_once": _hang_once,
     "forge_result": _forge_result,
     "commit": _commit,
@@ -200,6 +213,7 @@ class ScriptedAnthropic:
     calls: list[tuple[str, str]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     runs: dict[str, int] = field(default_factory=dict)
+    api_key: str | None = None  # when set, GET /v1/models refuses any other key (401)
     _runner: web.AppRunner | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -259,8 +273,15 @@ class ScriptedAnthropic:
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         if request.method == "HEAD":
             return web.Response(status=200)
-        if request.path == "/v1/models":
-            return web.json_response({"data": [], "has_more": False})
+        if request.path == "/v1/models":  # free: what `python -m ghapp check` asks
+            sent = request.headers.get("x-api-key") or request.headers.get(
+                "authorization", ""
+            ).removeprefix("Bearer ")
+            if self.api_key is not None and sent != self.api_key:
+                return web.json_response(
+                    _error("authentication_error", "invalid x-api-key"), status=401
+                )
+            return web.json_response({"data": [{"id": "claude-test"}], "has_more": False})
         if request.method != "POST" or not request.path.startswith("/v1/messages"):
             return web.json_response(_error("not_found_error", "no such route"), status=404)
         body = await request.json()

@@ -19,7 +19,7 @@ import aiohttp
 
 from ghapp.agent.claude import RUN_MARKER
 from ghapp.agent.factory import agent_instance
-from ghapp.agent.procs import kill_marked
+from ghapp.agent.procs import kill_marked, marked_pids
 from tests.fakes.stack import eventually
 
 
@@ -36,6 +36,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def agent_pids(data_dir: Path) -> list[int]:
+    """Live processes of the agents a ghapp of this data directory started (any depth)."""
+    marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
+    return [pid for pid in marked_pids(marker, None, prefix=True) if alive(pid)]
 
 
 def kill_agents(data_dir: Path) -> int:

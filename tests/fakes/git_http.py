@@ -71,16 +71,88 @@ def _unauthorized() -> web.Response:
     )
 
 
-def _cgi_env(request: web.Request, repos_root: Path, path_info: str) -> dict[str, str]:
+@dataclass
+class PushRules:
+    """What real GitHub refuses in a push; the pre-receive hook enforces it, all or nothing."""
+
+    workflows: bool = False  # the app's `workflows` permission
+    protected: set[str] = field(default_factory=set)  # branch name patterns (shell globs)
+    max_file_bytes: int = 100 * 1024 * 1024
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FAKE_GH_WORKFLOWS": "1" if self.workflows else "0",
+            "FAKE_GH_PROTECTED": "\n".join(sorted(self.protected)),
+            "FAKE_GH_MAX_FILE": str(self.max_file_bytes),
+        }
+
+
+# GitHub's own wording for each refusal (pre-receive output goes back as "remote: ...").
+PRE_RECEIVE = r"""#!/bin/sh
+zero=0000000000000000000000000000000000000000
+status=0
+while read -r old new ref; do
+    branch=${ref#refs/heads/}
+    protected=0
+    for pattern in $FAKE_GH_PROTECTED; do
+        case "$branch" in $pattern) protected=1 ;; esac
+    done
+    if [ $protected = 1 ]; then
+        echo "error: GH006: Protected branch update failed for $ref."
+        status=1
+        continue
+    fi
+    [ "$new" = "$zero" ] && continue
+    if [ "$old" = "$zero" ]; then range="$new --not --all"; else range="$old..$new"; fi
+    if [ "$FAKE_GH_WORKFLOWS" != 1 ]; then
+        for commit in $(git rev-list $range); do
+            git diff-tree --no-commit-id --name-only -r --root "$commit"
+        done | grep '^\.github/workflows/' | sort -u | while read -r path; do
+            echo "refusing to allow a GitHub App to create or update workflow \`$path\`"\
+                " without \`workflows\` permission"
+            exit 1
+        done || status=1
+    fi
+    big=$(git rev-list --objects $range \
+        | git cat-file --batch-check='%(objecttype) %(objectsize) %(rest)' \
+        | awk -v max="$FAKE_GH_MAX_FILE" \
+            '$1 == "blob" && $2 > max { print $3 " is " $2 " bytes" }')
+    if [ -n "$big" ]; then
+        echo "$big" | sed "s/^/error: File /; s/\$/; this exceeds GitHub's file size limit/"
+        echo "error: GH001: Large files detected. You may want to try Git Large File Storage."
+        status=1
+    fi
+done
+exit $status
+"""
+
+
+def _hooks(repos_root: Path) -> Path:
+    """The hooks directory every served repository uses (written once per root)."""
+    hooks = repos_root / ".fake-hooks"
+    script = hooks / "pre-receive"
+    if not script.exists():
+        hooks.mkdir(exist_ok=True)
+        script.write_text(PRE_RECEIVE)
+        script.chmod(0o755)
+    return hooks
+
+
+def _cgi_env(
+    request: web.Request, repos_root: Path, path_info: str, rules: PushRules
+) -> dict[str, str]:
     """The CGI environment for git http-backend; the request body arrives decoded."""
     env = {
+        **rules.env(),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "GIT_PROJECT_ROOT": str(repos_root),
         "GIT_HTTP_EXPORT_ALL": "1",
         "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_COUNT": "2",
         "GIT_CONFIG_KEY_0": "http.receivepack",
         "GIT_CONFIG_VALUE_0": "true",
+        "GIT_CONFIG_KEY_1": "core.hooksPath",
+        "GIT_CONFIG_VALUE_1": str(_hooks(repos_root)),
         "PATH_INFO": path_info,
         "QUERY_STRING": request.query_string,
         "REQUEST_METHOD": request.method,
@@ -121,9 +193,14 @@ async def _read_cgi_headers(stdout: asyncio.StreamReader) -> tuple[int, list[tup
             headers.append((name.strip(), value.strip()))
 
 
-def git_routes(repos_root: Path, check_token: Callable[[str, str], bool]) -> list[web.RouteDef]:
+def git_routes(
+    repos_root: Path,
+    check_token: Callable[[str, str], bool],
+    rules: PushRules | None = None,
+) -> list[web.RouteDef]:
     """Routes serving /{owner}/{repo}.git/...; every request needs a token for that repo."""
     root = repos_root.resolve()
+    rules = rules or PushRules()
     stats = git_stats(root)
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -147,7 +224,7 @@ def git_routes(repos_root: Path, check_token: Callable[[str, str], bool]) -> lis
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
-            env=_cgi_env(request, root, f"/{owner}/{name}.git/{tail}"),
+            env=_cgi_env(request, root, f"/{owner}/{name}.git/{tail}", rules),
         )
         feeder = asyncio.create_task(_feed(proc, request))
         assert proc.stdout is not None

@@ -18,6 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.git_http import PushRules, git_routes
 from tests.fakes.github_apps import AppsDesk, HookDelivery
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -131,6 +132,7 @@ class LoggedRequest:
     path: str
     auth: str  # 'jwt', 'token', 'basic', 'none'
     query: str = ""
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -181,6 +183,8 @@ class FakeGitHub:
         self.requests = 0
         self.token_mints = 0
         self._failures: list[_Failure] = []
+        self.push_rules = PushRules()  # what a push may not do (workflows, protection, size)
+        self.outage: int | None = None  # a status (502, 503) every request gets while set
         self._ids = itertools.count(1001)
         self._runner: web.AppRunner | None = None
         self.root_url = ""
@@ -353,12 +357,7 @@ class FakeGitHub:
         )
         app.add_routes(self.apps.routes(p))
         if self.git_root is not None:
-            try:
-                from tests.fakes.git_http import git_routes
-            except ImportError:
-                pass
-            else:
-                app.add_routes(git_routes(self.git_root, self.token_allows))
+            app.add_routes(git_routes(self.git_root, self.token_allows, self.push_rules))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -381,6 +380,9 @@ class FakeGitHub:
         self.log.append(
             LoggedRequest(request.method, rel, _auth_kind(request), request.query_string)
         )
+        if self.outage is not None:  # GitHub down: its edge answers HTML, API and git alike
+            text = "<html>Unicorn! GitHub is down</html>"
+            return web.Response(status=self.outage, text=text, content_type="text/html")
         try:
             failure = self._take_failure(request.method, rel)
             if failure is not None:

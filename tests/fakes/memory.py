@@ -34,7 +34,7 @@ class MemoryForge:
     comments: list[tuple[str, int, str]] = field(default_factory=list)
     edits: list[tuple[int, str]] = field(default_factory=list)
     reactions: list[tuple[str, str]] = field(default_factory=list)
-    prs: dict[str, PullRequest] = field(default_factory=dict)
+    prs: list[PullRequest] = field(default_factory=list)  # every one opened: a duplicate shows
     pr_bodies: dict[int, str] = field(default_factory=dict)
     tokens_issued: int = 0
     fail_repository: Exception | None = None
@@ -89,7 +89,7 @@ class MemoryForge:
         self.reactions.append((target, content))
 
     async def find_pr(self, installation_id: int, repo: str, branch: str) -> PullRequest | None:
-        return self.prs.get(branch)
+        return next((pr for pr in reversed(self.prs) if pr.head == branch), None)
 
     async def open_pr(
         self,
@@ -104,7 +104,7 @@ class MemoryForge:
     ) -> PullRequest:
         number = 500 + len(self.prs)
         pr = PullRequest(number, f"https://github.test/{repo}/pull/{number}", head, draft=draft)
-        self.prs[head] = pr
+        self.prs.append(pr)
         self.pr_bodies[number] = body
         return pr
 
@@ -234,7 +234,7 @@ class MemoryLogs:
 
     lines: list[str] = field(default_factory=lambda: ["$ git commit", "done"])
 
-    async def tail(self, path: Path) -> list[str]:
+    async def tail(self, task: Task) -> list[str]:
         return list(self.lines)
 
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from ghapp.bootstrap import Ghapp, build, web_app
 from ghapp.config import Settings
-from ghapp.core.ports import AgentOutcome, AgentRequest, Worker
+from ghapp.core.ports import AgentOutcome, AgentRequest, Messenger, Worker
 from ghapp.web import SERVER_OPTIONS
 from tests.conftest import webhook_headers
 from tests.fakes.git_http import make_bare_repo
@@ -56,12 +56,15 @@ class Stack:
         assert self.server is not None
         return str(self.server.make_url(self.settings.webhook_path))
 
-    async def start(self, worker: Worker | None = None, **overrides: Any) -> Ghapp:
+    async def start(
+        self, worker: Worker | None = None, messenger: Messenger | None = None, **overrides: Any
+    ) -> Ghapp:
         """Build ghapp exactly as production does, with a few test-speed settings."""
         settings = replace(self.settings, **overrides) if overrides else self.settings
         self.app = build(
             settings,
             worker=worker,
+            messenger=messenger,
             poll_s=0.2,
             worker_env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         )

@@ -38,6 +38,11 @@ class FakeTelegram:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     mode: Mode = "up"
     flood: list[int] = field(default_factory=list)  # retry_after of the next sendMessage calls
+    blocked: set[int] = field(default_factory=set)  # users who blocked the bot: 403
+    known_chats: set[int] | None = None  # when set, any other chat id: 400 chat not found
+    migrated: dict[int, int] = field(default_factory=dict)  # group -> its new supergroup id
+    conflicts: int = 0  # getUpdates calls cut short by a newer one (409)
+    _poll: asyncio.Future[None] | None = None  # the getUpdates in flight
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
@@ -219,6 +224,21 @@ class FakeTelegram:
         return self._error(404, "Not Found")
 
     async def _get_updates(self, request: web.Request, params: dict[str, Any]) -> web.Response:
+        # Like Telegram: a newer getUpdates ends the one in flight with 409 Conflict.
+        kicked = self._poll
+        self._poll = poll = asyncio.get_running_loop().create_future()
+        if kicked is not None and not kicked.done():
+            kicked.set_result(None)
+            await self._wake()
+        try:
+            return await self._long_poll(request, params, poll)
+        finally:
+            if self._poll is poll:
+                self._poll = None
+
+    async def _long_poll(
+        self, request: web.Request, params: dict[str, Any], poll: asyncio.Future[None]
+    ) -> web.Response:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         limit = int(params.get("limit") or 100)
@@ -229,12 +249,19 @@ class FakeTelegram:
         async with self._changed:
             while not self._updates and self.mode == "up" and not self._closing:
                 remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                if remaining <= 0 or poll.done():
                     break
-                try:
+                try:  # woken by new updates, a mode change or a newer getUpdates
                     await asyncio.wait_for(self._changed.wait(), remaining)
                 except TimeoutError:
                     break
+        if poll.done():
+            self.conflicts += 1
+            return self._error(
+                409,
+                "Conflict: terminated by other getUpdates request; "
+                "make sure that only one bot instance is running",
+            )
         if self.mode == "refuse" and request.transport is not None:
             request.transport.close()
         if self.mode != "up":
@@ -263,6 +290,16 @@ class FakeTelegram:
             chat_id = int(params["chat_id"])
         except (KeyError, ValueError):
             return self._error(400, "Bad Request: chat not found")
+        if chat_id in self.migrated:
+            return self._error(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to_chat_id=self.migrated[chat_id],
+            )
+        if chat_id in self.blocked:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        if self.known_chats is not None and chat_id not in self.known_chats:
+            return self._error(400, "Bad Request: chat not found")
         sent = Sent(chat_id, text, next(self._message_ids))
         self.sent.append(sent)
         return self._ok(self._message(chat_id, text, sent.message_id))
@@ -274,6 +311,13 @@ class FakeTelegram:
         message_id = int(params.get("message_id") or 0)
         for sent in self.sent:
             if sent.message_id == message_id:
+                if sent.text == text:
+                    return self._error(
+                        400,
+                        "Bad Request: message is not modified: specified new message content "
+                        "and reply markup are exactly the same as a current content and reply "
+                        "markup of the message",
+                    )
                 sent.text = text
                 return self._ok(self._message(sent.chat_id, text, message_id))
         return self._error(400, "Bad Request: message to edit not found")

@@ -25,7 +25,7 @@ Phase = Literal["before", "after"]
 
 @dataclass
 class Trap:
-    """One armed trap; ``hit`` is set when it fired."""
+    """One armed trap; ``hit`` is set when it fired, ``done`` once its action has ended."""
 
     name: str
     method: str
@@ -33,6 +33,7 @@ class Trap:
     phase: Phase
     action: Callable[[], Awaitable[None]]
     hit: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     request_path: str = ""
 
     def matches(self, request: web.Request, phase: Phase) -> bool:
@@ -81,13 +82,20 @@ class TrapGitHub(FakeGitHub):
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         trap = self._spring(request, "before")
         if trap is not None:
-            await trap.action()
+            await self._fire(trap)
             return web.Response(status=503, text="trapped before handling\n")
         response = await super()._middleware(request, handler)
         trap = self._spring(request, "after")
         if trap is not None:
-            await trap.action()
+            await self._fire(trap)
         return response
+
+    @staticmethod
+    async def _fire(trap: Trap) -> None:
+        try:
+            await trap.action()
+        finally:
+            trap.done.set()
 
 
 async def make_trap_stack(worker_user: str | None, claude_bin: str, **extra: Any) -> Stack:

@@ -113,10 +113,11 @@ def test_instructions_round_trip(words: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     st.floats(min_value=0.01, max_value=MAX),
-    st.sampled_from(["budget={}", "budget=${}", "BUDGET = {}", "Budget=\t{}"]),
+    st.sampled_from(["budget={}", "budget=${}", "BUDGET={}", "Budget=${}", "\tbudget={}\t"]),
     st.sampled_from(["fix it", "fix\nthe\nbug", "status please"]),
 )
 def test_budget_in_range_is_honoured(value: float, form: str, words: str) -> None:
+    """budget= is its own token (issue 15): any case, a $ or not, any whitespace around it."""
     cmd = parse_command(f"/mc {words} {form.format(repr(value))}", "/mc", MAX)
     assert cmd == NewTaskCommand(words, value)
 

@@ -49,9 +49,12 @@ def readme(stack: Stack, repo: str) -> str:
     ).stdout
 
 
+@pytest.mark.parametrize("granted", [None, "read"])
 async def test_without_the_permission_it_names_it_and_where(
-    stack: Stack, fake_slack: FakeSlack, telegram: FakeTelegram
+    stack: Stack, fake_slack: FakeSlack, telegram: FakeTelegram, granted: str | None
 ) -> None:
+    if granted is not None:  # Administration: read is not enough to create a repository
+        stack.github.installations[7].permissions["administration"] = granted
     app = await stack.start(worker=ScriptedWorker())
     await app.store.upsert_installation(Installation(1, OWNER, (REPO,)))
     await app.store.upsert_installation(Installation(7, "acme", ()))

@@ -120,7 +120,7 @@ async def make_rig(
         fake.token,
         chats,
         service,
-        AgentLogReader(),
+        AgentLogReader(store),
         api_url=fake.base_url,
         config=config,
         secrets=(SECRET,),

@@ -75,6 +75,25 @@ def test_malformed_commands_say_why(text: str, needle: str) -> None:
     assert needle in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["/mc cancel this", "/mc cancel\nwrong issue", "/mc Cancel it!"])
+def test_cancel_with_more_words_still_cancels(text: str) -> None:
+    assert parse_command(text, "/mc", 10) == SimpleCommand("cancel")
+
+
+def test_retry_with_more_words_is_refused_not_a_new_task() -> None:
+    with pytest.raises(BadCommand, match="retry` takes nothing after it"):
+        parse_command("/mc retry with more budget", "/mc", 10)
+
+
+def test_budget_is_only_its_own_token() -> None:
+    cmd = parse_command("/mc set budget = 3 in config", "/mc", 10)
+    assert cmd == NewTaskCommand("set budget = 3 in config")
+    cmd = parse_command("/mc raise the monthly_budget=3 default", "/mc", 10)
+    assert cmd == NewTaskCommand("raise the monthly_budget=3 default")
+    cmd = parse_command("/mc fix it\nbudget=3", "/mc", 10)
+    assert isinstance(cmd, NewTaskCommand) and cmd.budget_usd == 3
+
+
 def test_status_with_more_text_is_instructions() -> None:
     assert parse_command("/mc status of the parser should be logged", "/mc", 10) == NewTaskCommand(
         "status of the parser should be logged"

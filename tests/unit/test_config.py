@@ -6,10 +6,20 @@ import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ghapp.config import ConfigError, environment, load_settings
 
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
+PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    .decode()
+)
 
 
 def base(**extra: str) -> dict[str, str]:
@@ -29,6 +39,10 @@ def test_defaults_match_the_design() -> None:
     assert s.github_api_url == "https://api.github.com"
     assert s.sqlite_path == Path("data/ghapp.sqlite3")
     assert s.retention_days == 30 and s.telegram_user_ids == ()
+    assert (s.write_interval_s, s.inbox_retry_s) == (1.0, 6 * 3600)
+    assert load_settings(base(MC_INBOX_RETRY_S="600")).inbox_retry_s == 600
+    with pytest.raises(ConfigError, match=r"^MC_INBOX_RETRY_S"):
+        load_settings(base(MC_INBOX_RETRY_S="5"))
 
 
 def test_webhook_secret_is_mandatory() -> None:
@@ -89,6 +103,12 @@ def test_private_key_with_literal_newlines_and_ghe_host(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     key.write_text(PEM)
     assert load_settings(base(APP_ID="12", PRIVATE_KEY_PATH=str(key))).private_key == PEM
+
+
+def test_a_key_that_does_not_parse_is_refused_with_the_fix() -> None:
+    broken = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"
+    with pytest.raises(ConfigError, match=r"^PRIVATE_KEY: the private key does not parse .*"):
+        load_settings(base(APP_ID="12", PRIVATE_KEY=broken))
 
 
 def test_slack_settings() -> None:

@@ -24,6 +24,7 @@ from tests.fakes.memory import (
     RecordingMessenger,
     ScriptedWorker,
 )
+from tests.fakes.stack import eventually
 
 
 @dataclass
@@ -121,7 +122,7 @@ async def test_success_claim_without_commits_fails_and_pushes_nothing(rig: Rig) 
     await rig.run_all()
     done = await rig.get(task.id)
     assert done.state is TaskState.FAILED and done.failure_reason == "the agent made no commits"
-    assert rig.vcs.pushed == [] and rig.forge.prs == {}
+    assert rig.vcs.pushed == [] and rig.forge.prs == []
     assert ("issue:5", "confused") in rig.forge.reactions
     assert "retry" in rig.forge.edits[-1][1]
 
@@ -141,7 +142,7 @@ async def test_failed_run_pushes_its_work_but_opens_no_pr(rig: Rig) -> None:
     done = await rig.get(task.id)
     assert done.state is TaskState.FAILED and "API Error: 500" in (done.failure_reason or "")
     assert "work so far is on branch mc/5-task" in (done.failure_reason or "")
-    assert rig.vcs.pushed and rig.forge.prs == {}
+    assert rig.vcs.pushed and rig.forge.prs == []
     assert done.cost_usd == 1.25
 
 
@@ -154,7 +155,7 @@ async def test_cancel_while_running_stops_agent_and_keeps_work(rig: Rig) -> None
     await rig.runner.drain()
     done = await rig.get(task.id)
     assert done.state is TaskState.CANCELLED and done.cost_usd == 0.25
-    assert rig.vcs.pushed and rig.forge.prs == {}
+    assert rig.vcs.pushed and rig.forge.prs == []
 
 
 async def test_cancel_recorded_in_store_is_noticed_without_a_wakeup(rig: Rig) -> None:
@@ -246,9 +247,12 @@ async def test_tracking_comment_shows_progress_and_failure_log(rig: Rig) -> None
     task = await rig.queue()
     await rig.runner.fill()
     await asyncio.wait_for(rig.worker.started.wait(), 5)
-    await asyncio.sleep(0.3)
-    running = [body for _, body in rig.forge.edits if "State: running" in body]
-    assert any("Cost (so far): $0.75" in body for body in running)
+
+    def shows_cost() -> bool:
+        running = [body for _, body in rig.forge.edits if "State: running" in body]
+        return any("Cost (so far): $0.75" in body for body in running)
+
+    await eventually(shows_cost, within=10)
     rig.worker.block, rig.worker.make_commits = False, 0
     await rig.service.cancel(task.id, "stop")
     await rig.runner.drain()

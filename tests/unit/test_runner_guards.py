@@ -183,4 +183,4 @@ async def test_a_worker_that_cannot_renew_stops_its_agent_before_the_lease_ends(
     )
     await asyncio.wait_for(rig.runner.drain(), 5)
     done = await rig.get(task.id)
-    assert rig.forge.prs == {} and "lease" in (done.failure_reason or "")
+    assert rig.forge.prs == [] and "lease" in (done.failure_reason or "")

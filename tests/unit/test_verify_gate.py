@@ -94,7 +94,7 @@ async def test_green_checks_open_a_ready_pr_with_the_checks_section(rig: Rig) ->
     rig.use(verify=("ruff check .", "pytest -q"))
     done = await rig.run()
     assert done.state is TaskState.SUCCEEDED
-    [pr] = rig.forge.prs.values()
+    [pr] = rig.forge.prs
     assert not pr.draft
     body = rig.body(done)
     assert "### Checks" in body and "✅ `ruff check .`: passed" in body and "`pytest -q`" in body
@@ -110,7 +110,7 @@ async def test_red_with_on_red_draft_opens_a_draft_with_the_failing_tail(rig: Ri
     rig.checks.passes = lambda command: False
     done = await rig.run()
     assert done.state is TaskState.SUCCEEDED and len(rig.worker.requests) == 1
-    [pr] = rig.forge.prs.values()
+    [pr] = rig.forge.prs
     assert pr.draft
     body = rig.body(done)
     assert "❌ `pytest -q`: failed" in body and "<details>" in body
@@ -128,7 +128,7 @@ async def test_red_with_fix_gives_the_agent_the_failure_then_opens_ready(rig: Ri
     assert "The repository's checks failed" in second.prompt and "assert 1 == 2" in second.prompt
     assert second.budget_usd == pytest.approx(5.0 - 0.5)  # what is left of the task's cap
     assert done.cost_usd == pytest.approx(1.0)  # both runs are booked on the attempt
-    [pr] = rig.forge.prs.values()
+    [pr] = rig.forge.prs
     assert not pr.draft
     body = rig.body(done)
     assert "Verified 2 times" in body and "✅ `pytest -q`" in body
@@ -196,7 +196,7 @@ async def test_fix_gives_up_after_verify_retries_and_opens_a_draft(rig: Rig) -> 
     rig.checks.passes = lambda command: False
     done = await rig.run()
     assert len(rig.worker.requests) == 3 and len(rig.checks.runs) == 3
-    [pr] = rig.forge.prs.values()
+    [pr] = rig.forge.prs
     assert pr.draft and "Verified 3 times" in rig.body(done)
 
 
@@ -212,7 +212,7 @@ async def test_block_pushes_the_branch_but_opens_no_pr(rig: Rig) -> None:
     rig.use(on_red=OnRed.BLOCK)
     rig.checks.passes = lambda command: False
     done = await rig.run()
-    assert done.state is TaskState.FAILED and rig.forge.prs == {}
+    assert done.state is TaskState.FAILED and rig.forge.prs == []
     assert rig.vcs.pushed == [("mc/5-task", 1)]
     assert "on_red is block" in (done.failure_reason or "")
     assert "mc/5-task" in (done.failure_reason or "")
@@ -235,7 +235,7 @@ async def test_a_change_under_workflows_is_never_pushed(rig: Rig) -> None:
     rig.use(verify=())
     rig.vcs.files["c0 agent work"] = ["src/app.py", ".github/workflows/ci.yml"]
     done = await rig.run()
-    assert done.state is TaskState.FAILED and rig.vcs.pushed == [] and rig.forge.prs == {}
+    assert done.state is TaskState.FAILED and rig.vcs.pushed == [] and rig.forge.prs == []
     assert "`.github/workflows/ci.yml`" in (done.failure_reason or "")
 
 
@@ -243,7 +243,7 @@ async def test_protected_paths_open_a_draft_listing_them(rig: Rig) -> None:
     rig.use(verify=(), protected_paths=(*DEFAULT_PROTECTED, "migrations/**"))
     rig.vcs.files["c0 agent work"] = ["src/app.py", "migrations/0002.sql", "CLAUDE.md"]
     done = await rig.run()
-    [pr] = rig.forge.prs.values()
+    [pr] = rig.forge.prs
     assert pr.draft
     body = rig.body(done)
     assert "### Protected paths" in body and "- `migrations/0002.sql`" in body

@@ -158,6 +158,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
     ),
+    # 6: the tail of each task's readable log, so /logs answers the same on every node.
+    (
+        """
+        CREATE TABLE task_logs (
+            task_id BIGINT PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL,
+            text TEXT NOT NULL
+        )
+        """,
+    ),
+    # 7: GitHub write pacing per installation, shared by every process of the cluster.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id BIGINT PRIMARY KEY,
+            next_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -156,6 +156,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE UNIQUE INDEX deliveries_body_sha256 ON deliveries (body_sha256)",
     ),
+    # 7: the tail of each task's readable log, so /logs answers the same on every node.
+    (
+        """
+        CREATE TABLE task_logs (
+            task_id INTEGER PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+            attempt INTEGER NOT NULL,
+            text TEXT NOT NULL
+        )
+        """,
+    ),
+    # 8: GitHub write pacing per installation, shared by every process of the store.
+    (
+        """
+        CREATE TABLE write_slots (
+            installation_id INTEGER PRIMARY KEY,
+            next_at TEXT NOT NULL
+        )
+        """,
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
