@@ -56,7 +56,7 @@ def _pull(data: dict[str, Any]) -> PullRequest:
 class ReposApi(GitHubRest):
     """Who may write, what a repository is, and the pull requests ghapp opens."""
 
-    _permissions: TTLCache[tuple[int, str, str], str]
+    _permissions: TTLCache[tuple[int, str, str], str]  # made by GitHubForge, with its TTL
 
     async def permission(
         self, installation_id: int, repo: str, user: str, *, fresh: bool = False
