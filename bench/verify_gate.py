@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.task_overhead import CommittingAgent  # noqa: E402
-from ghapp.bootstrap import Ghapp  # noqa: E402
+from ghapp.process import Ghapp  # noqa: E402
 from tests.conftest import payload  # noqa: E402
 from tests.fakes.git_http import make_bare_repo  # noqa: E402
 from tests.fakes.stack import Stack, close_stack, eventually, make_stack  # noqa: E402

@@ -21,12 +21,12 @@ from typing import Any
 from aiohttp import web
 
 from ghapp import check
-from ghapp.bootstrap import SystemClock, build, describe, health_app, open_store, web_app
-from ghapp.cluster import Role
+from ghapp.bootstrap import SystemClock, build, open_store
 from ghapp.config import POSTGRES_SCHEMES, ConfigError, Settings, environment, load_settings
 from ghapp.core.model import GhappError
 from ghapp.github.setup import SetupConfig, serve_setup, setup_config
 from ghapp.logs import setup_logging
+from ghapp.process import Role, describe, health_app, web_app
 from ghapp.retention import PruneReport, Retention, disk_usage, megabytes
 from ghapp.web import SERVER_OPTIONS
 from ghapp.workspace.git import GitWorkspace

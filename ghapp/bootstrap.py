@@ -5,22 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker
 from ghapp.agent.factory import claude_worker, sandbox_checks
 from ghapp.agent.logview import AgentLogReader
-from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
 from ghapp.core.ci import CiPolicy, CiWatcher
-from ghapp.core.model import TaskState, utcnow
+from ghapp.core.model import utcnow
 from ghapp.core.ports import (
     Checks,
     Clock,
@@ -38,17 +35,18 @@ from ghapp.core.tasks import Limits, TaskService
 from ghapp.github.auth import AppAuth
 from ghapp.github.forge import GitHubForge
 from ghapp.github.redeliver import RedeliverySweep
-from ghapp.github.webhooks import Context, Inbox
+from ghapp.github.webhooks import Context
+from ghapp.inbox import Inbox
 from ghapp.messaging.fanout import FanOut
+from ghapp.process import Ghapp, Role
 from ghapp.repo_settings import Caps
 from ghapp.retention import DiskGauge, Retention
-from ghapp.slack.bot import EVENTS_PATH, SlackBot
+from ghapp.slack.bot import SlackBot
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.schema import TELEGRAM_LOCK
 from ghapp.store.postgres.signals import PgLeader, PgListener
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
-from ghapp.web import WebDeps, create_app
 from ghapp.workspace.git import GitWorkspace
 from ghapp.workspace.settings import MirrorSettings
 
@@ -60,85 +58,6 @@ class SystemClock:
 
     def now(self) -> datetime:
         return utcnow()
-
-
-@dataclass
-class Ghapp:
-    """Every running part of one ghapp process; a role leaves some of them out."""
-
-    settings: Settings
-    store: TaskStore
-    service: TaskService
-    runner: TaskRunner | None
-    inbox: Inbox | None
-    session: aiohttp.ClientSession | None = None
-    extra_start: list[Any] = field(default_factory=list)
-    before_runner: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
-    role: Role = Role.ALL
-    bot: TelegramBot | None = None
-    slack: SlackBot | None = None
-    disk: DiskGauge | None = None
-    blockers: list[str] = field(default_factory=list)  # why no task can run on this host
-
-    async def start(self) -> None:
-        """Open the store, then process leftovers and start the runner."""
-        await self.store.migrate()
-        if self.inbox is not None:
-            await self.inbox.start()
-        if self.runner is not None:
-            for step in self.before_runner:
-                await step()
-            await self.runner.start()
-        for part in self.extra_start:
-            await part.start()
-
-    async def stop(self) -> None:
-        """Stop in reverse; running tasks give their leases up, so any node resumes them."""
-        for part in reversed(self.extra_start):
-            await part.stop()
-        if self.runner is not None:
-            await self.runner.stop()
-        if self.inbox is not None:
-            await self.inbox.stop()
-        await self.store.close()
-        if self.session is not None:
-            await self.session.close()
-
-    async def health(self) -> dict[str, Any]:
-        """Database, runner, Telegram and queue depth for /healthz."""
-        db_ok = False
-        queued = running = -1
-        try:
-            db_ok = await self.store.ping()
-            queued = await self.store.count(TaskState.QUEUED)
-            running = await self.store.count(TaskState.RUNNING)
-        except Exception:
-            log.exception("health check: store failed")
-        runner_ok = self.runner is None or self.runner.alive
-        runner = "off" if self.runner is None else "ok" if runner_ok else "stopped"
-        tasks = "off" if self.runner is None else "; ".join(self.blockers) or "ok"
-        telegram = "off"
-        if self.bot is not None:
-            telegram = "polling" if self.bot.polling else "standby"
-        disk: dict[str, Any] | str = "off"
-        if self.disk is not None:
-            try:
-                disk = await self.disk.report()
-            except OSError as exc:
-                disk = f"unknown: {exc.strerror}"
-        return {
-            "ok": db_ok and runner_ok and not self.blockers,
-            "database": "ok" if db_ok else "down",
-            "runner": runner,
-            "tasks": tasks,
-            "telegram": telegram,
-            "slack": self.slack.mode if self.slack is not None else "off",
-            "role": self.role.value,
-            "node": self.settings.node_id,
-            "queued": queued,
-            "running": running,
-            "disk": disk,
-        }
 
 
 def task_blockers(settings: Settings) -> list[str]:
@@ -298,13 +217,12 @@ def build(
         watcher = CiWatcher(store, forge, forge, repo_settings, service.submit, clock, policy)
         ctx = Context(
             service,
-            store,
             settings.trigger_label,
             settings.command,
             settings.task_budget_max_usd,
             watcher,
         )
-        inbox = ClaimingInbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
+        inbox = Inbox(store, ctx, clock, settings.node_id, retry_s=settings.inbox_retry_s)
     app = Ghapp(
         settings, store, service, runner, inbox, session, before_runner=before_runner, role=role
     )
@@ -409,54 +327,3 @@ def _crew(
     )
     checks = sandbox_checks(settings, worker)
     return Crew(git, worker, config, logs=AgentLogReader(store), checks=checks)
-
-
-def web_app(app: Ghapp) -> web.Application:
-    """The aiohttp application serving webhooks and health for this ghapp."""
-    if app.inbox is None:
-        raise ValueError(f"a {app.role.value} process serves no webhooks")
-    return create_app(
-        WebDeps(
-            store=app.store,
-            secret=app.settings.webhook_secret,
-            webhook_path=app.settings.webhook_path,
-            on_stored=app.inbox.wake,
-            intake=app.inbox.intake,
-            health=app.health,
-            start=app.start,
-            stop=app.stop,
-            posts={EVENTS_PATH: app.slack.handle} if app.slack is not None else {},
-        )
-    )
-
-
-def health_app(app: Ghapp) -> web.Application:
-    """What a worker serves on PORT: /healthz only, for the supervisor's checks."""
-
-    async def healthz(_: web.Request) -> web.Response:
-        report = await app.health()
-        return web.json_response(report, status=200 if report.get("ok") else 503)
-
-    async def startup(_: web.Application) -> None:
-        await app.start()
-
-    async def cleanup(_: web.Application) -> None:
-        await app.stop()
-
-    server = web.Application()
-    server.router.add_get("/healthz", healthz)
-    server.on_startup.append(startup)
-    server.on_cleanup.append(cleanup)
-    return server
-
-
-def describe(settings: Settings, role: Role = Role.ALL) -> Sequence[str]:
-    """Start-up lines that tell the operator what this process will do."""
-    serving = f"webhooks at {settings.webhook_path}" if role.serves_webhooks else "/healthz only"
-    return (
-        f"role {role.value} as node {settings.node_id}; "
-        f"listening on {settings.host}:{settings.port}, {serving}",
-        f"store {settings.database_label}; GitHub API {settings.github_api_url}",
-        f"agent {settings.claude_bin} as {settings.worker_user or 'the service user'}; "
-        f"budget ${settings.daily_budget_usd:g}/day, ${settings.task_budget_usd:g}/task",
-    )

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ghapp.core.model import utcnow
 from ghapp.core.ports import TaskStore
-from ghapp.github.webhooks import Intake
+from ghapp.inbox import Intake
 
 log = logging.getLogger(__name__)
 MAX_BODY = 25 * 1024 * 1024

@@ -203,9 +203,9 @@ class ContextReader:
 
     async def _threads(self, task: Task) -> list[tuple[str, int, bool]]:
         """The conversations to read: (heading, issue or PR number, inline review comments)."""
-        number = task.issue_number
-        if number <= 0:
+        if not task.has_issue:
             return []
+        number = task.issue_number
         if not task.is_pull_request:
             return [(f"Comments on issue #{number}", number, False)]
         threads = [
@@ -213,7 +213,7 @@ class ContextReader:
             (f"Review comments on pull request #{number}", number, True),
         ]
         root = await _root_issue(self.store, task)
-        if root is not None and root.issue_number > 0:
+        if root is not None and root.has_issue:
             threads.append((f"Comments on issue #{root.issue_number}", root.issue_number, False))
         return threads
 

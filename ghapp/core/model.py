@@ -138,6 +138,12 @@ class Task:
     note: str | None = None
 
     @property
+    def has_issue(self) -> bool:
+        """Asked for on a GitHub issue or pull request; a chat request has none, and carries
+        a negative stand-in number no GitHub issue can collide with."""
+        return self.issue_number > 0
+
+    @property
     def owner(self) -> str:
         """Repository owner login."""
         return self.repo.split("/", 1)[0]

@@ -24,8 +24,9 @@ def _comment(fence: Fence, comment: Comment) -> str:
 def _conversation(task: Task, convo: Conversation, fence: Fence) -> list[str]:
     """The quoted text: the issue, the pull request, comments, referenced issues."""
     parts: list[str] = []
-    number = convo.linked_issue if task.is_pull_request else task.issue_number
-    if number is not None and number > 0:
+    own = task.issue_number if task.has_issue else None
+    number = convo.linked_issue if task.is_pull_request else own
+    if number is not None:
         what = f"issue #{number}"
         parts += [
             "",
@@ -71,9 +72,7 @@ def build_prompt(
     convo = convo or own_text(task)
     fence = fence or Fence()
     kind = "pull request" if task.is_pull_request else "issue"
-    where = (
-        f"{kind} #{task.issue_number}" if task.issue_number > 0 else "a request from the operator"
-    )
+    where = f"{kind} #{task.issue_number}" if task.has_issue else "a request from the operator"
     parts = [
         f"You are working on the GitHub repository {task.repo}, {where}.",
         f"Text written by people, and by earlier agent runs, appears only between a line "

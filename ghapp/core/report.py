@@ -109,7 +109,7 @@ class Reporter:
         A task that knows no comment first looks for one with its hidden marker: ghapp
         may have died between GitHub creating the comment and the store saving its id.
         """
-        if self.forge is None or task.issue_number <= 0:
+        if self.forge is None or not task.has_issue:
             return task.tracking_comment_id
         body = render_tracking(
             task, self.prefix, position=position, log_tail=log_tail, notes=notes, gate=gate
@@ -135,7 +135,7 @@ class Reporter:
 
     async def react(self, task: Task, content: str) -> None:
         """React on what triggered the task: its comment, or the issue for a label."""
-        if self.forge is None or task.issue_number <= 0:
+        if self.forge is None or not task.has_issue:
             return
         try:
             if task.trigger_comment_id is not None:

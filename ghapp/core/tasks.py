@@ -9,7 +9,15 @@ from typing import Protocol
 
 from ghapp.core.commands import Command, NewTaskCommand, SimpleCommand, help_text, task_cap
 from ghapp.core.gate import SettingsInvalid
-from ghapp.core.model import WRITERS, GhappError, NewTask, Task, TaskSource, TaskState
+from ghapp.core.model import (
+    WRITERS,
+    GhappError,
+    Installation,
+    NewTask,
+    Task,
+    TaskSource,
+    TaskState,
+)
 from ghapp.core.ports import Clock, Forge, NoticeKind, SettingsSource, TaskStore
 from ghapp.core.publish import inert
 from ghapp.core.report import Reporter
@@ -246,6 +254,15 @@ class TaskService:
         )
         return "ignored: already active"
 
+    async def label_removed(self, repo: str, number: int, label: str) -> str:
+        """Removing the trigger label stops the issue's active task, whoever removed it
+        (GitHub lets only triage and above change labels)."""
+        task = await self.store.active_task_for(repo, number)
+        if task is None:
+            return "nothing active"
+        await self.cancel(task.id, f"the {label} label was removed")
+        return "cancelled"
+
     async def issue_closed(self, repo: str, installation_id: int, number: int, closer: str) -> str:
         """Closing stops the issue's task only when the closer may write or asked for it.
 
@@ -267,6 +284,40 @@ class TaskService:
         noted = await self.store.update(task.id, note=note)
         await self.reporter.track(noted, position=await self.store.queue_position(task.id))
         return "kept"
+
+    async def pr_closed(self, repo: str, number: int, outcome: str) -> str:
+        """ghapp's pull request was merged or closed: tell the operator, and record its fate
+        on the task that opened it and on each follow-up that succeeded."""
+        task = await self.store.task_for_pr(repo, number)
+        if task is None:
+            return "not ours"
+        await self.reporter.notify(
+            NoticeKind(outcome), f"Task #{task.id}: pull request {outcome}", task
+        )
+        while task is not None:  # the follow-ups and the task that opened the PR
+            if task.state is TaskState.SUCCEEDED:
+                await self.reporter.track(await self.store.update(task.id, pr_fate=outcome))
+            parent = task.parent_task_id
+            task = await self.store.get_task(parent) if parent is not None else None
+        return outcome
+
+    async def installation_changed(self, action: str, installation: Installation) -> str:
+        """The app was installed, removed, unsuspended or given new permissions."""
+        if action == "deleted":
+            await self.store.remove_installation(installation.id)
+            return "removed"
+        if action in ("created", "new_permissions_accepted", "unsuspend"):
+            await self.store.upsert_installation(installation)
+            return "saved"
+        return "ignored"
+
+    async def repositories_changed(
+        self, installation: Installation, added: list[str], removed: list[str]
+    ) -> None:
+        """Repositories were added to or removed from an installation, known yet or not."""
+        if installation.id not in {i.id for i in await self.store.installations()}:
+            await self.store.upsert_installation(installation)
+        await self.store.set_installation_repos(installation.id, added, removed)
 
     async def submit(self, new: NewTask) -> Task | None:
         """Queue a task and announce it; None when its issue already has an active task."""

@@ -205,6 +205,6 @@ def pr_body(
         ]
     if outcome.egress_blocked:
         lines += ["", f"Network {outcome.egress_blocked} (allow with MC_AGENT_ALLOW_HOSTS)."]
-    if task.issue_number > 0 and not task.is_pull_request:
+    if task.has_issue and not task.is_pull_request:
         lines += ["", f"Closes #{task.issue_number}"]
     return "\n".join(lines)

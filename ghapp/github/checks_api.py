@@ -9,15 +9,9 @@ from typing import Any
 from gidgethub import BadRequest
 
 from ghapp.core.model import CheckRun, PullHead
+from ghapp.github.rest import GitHubRest, repo_vars
 
 MAX_RUNS_PAGES = 3
-
-
-def _repo_vars(repo: str, **extra: object) -> dict[str, Any]:
-    owner, _, name = repo.partition("/")
-    if not owner or not name:
-        raise ValueError(f"repository must be owner/name, got {repo!r}")
-    return {"owner": owner, "name": name, **extra}
 
 
 def _text(value: object) -> str:
@@ -49,24 +43,14 @@ def _run(data: dict[str, Any]) -> CheckRun | None:
     )
 
 
-class ChecksApi:
-    """Mixed into GitHubForge, whose `_call` sends each request with the installation token."""
-
-    async def _call(
-        self,
-        installation_id: int,
-        method: str,
-        url: str,
-        url_vars: dict[str, Any],
-        data: Any = None,
-    ) -> Any:
-        raise NotImplementedError
+class ChecksApi(GitHubRest):
+    """A pull request's head, its check runs and their logs."""
 
     async def pull_head(self, installation_id: int, repo: str, number: int) -> PullHead | None:
         """The pull request's head commit and branch now; None when it does not exist."""
         url = "/repos/{owner}/{name}/pulls/{number}"
         try:
-            data = await self._call(installation_id, "GET", url, _repo_vars(repo, number=number))
+            data = await self._call(installation_id, "GET", url, repo_vars(repo, number=number))
         except BadRequest as exc:
             if int(exc.status_code) == 404:
                 return None
@@ -84,7 +68,7 @@ class ChecksApi:
         url = "/repos/{owner}/{name}/commits/{sha}/check-runs{?per_page,page,filter}"
         runs: list[CheckRun] = []
         for page in range(1, MAX_RUNS_PAGES + 1):
-            url_vars = _repo_vars(repo, sha=sha, per_page=100, page=page, filter="latest")
+            url_vars = repo_vars(repo, sha=sha, per_page=100, page=page, filter="latest")
             data = await self._call(installation_id, "GET", url, url_vars)
             items = data.get("check_runs") if isinstance(data, dict) else None
             if not isinstance(items, list):
@@ -97,14 +81,14 @@ class ChecksApi:
     async def committer_email(self, installation_id: int, repo: str, sha: str) -> str:
         """The email git recorded as the commit's committer."""
         url = "/repos/{owner}/{name}/commits/{sha}"
-        data = await self._call(installation_id, "GET", url, _repo_vars(repo, sha=sha))
+        data = await self._call(installation_id, "GET", url, repo_vars(repo, sha=sha))
         return _text(_dict(_dict(data.get("commit")).get("committer")).get("email"))
 
     async def job_log(self, installation_id: int, repo: str, job_id: int) -> str | None:
         """An Actions job's plain-text log (GitHub answers 302 to a short-lived blob URL)."""
         url = "/repos/{owner}/{name}/actions/jobs/{job}/logs"
         try:
-            data = await self._call(installation_id, "GET", url, _repo_vars(repo, job=job_id))
+            data = await self._call(installation_id, "GET", url, repo_vars(repo, job=job_id))
         except BadRequest as exc:
             if int(exc.status_code) in (404, 410):
                 return None

@@ -209,7 +209,8 @@ class Console:
     async def _submit(
         self, project: Project, installation: int, description: str, cap: float, requester: str
     ) -> Task | None:
-        """Submit under a negative synthetic issue number no GitHub issue can collide with."""
+        """Submit under a negative synthetic issue number no GitHub issue can collide with
+        (`Task.has_issue` is the one place that reads it)."""
         first_line = description.strip().splitlines()[0].strip()
         title = first_line if len(first_line) <= 100 else first_line[:99] + "…"
         base = int(self.service.clock.now().timestamp())

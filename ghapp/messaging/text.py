@@ -92,7 +92,7 @@ CHATS = {TaskSource.TELEGRAM: "Telegram", TaskSource.SLACK: "Slack"}
 
 def where(task: Task) -> str:
     """repo#issue, or the repository alone for a chat request that has no issue."""
-    return f"{task.repo}#{task.issue_number}" if task.issue_number > 0 else task.repo
+    return f"{task.repo}#{task.issue_number}" if task.has_issue else task.repo
 
 
 def describe(task: Task, width: int = 80) -> str:
@@ -107,7 +107,7 @@ def render_notice(notice: Notice) -> str:
     """A notice as the operator reads it: icon, the core's text, and timing where known."""
     text = notice.text
     task = notice.task
-    if task is not None and task.issue_number <= 0:
+    if task is not None and not task.has_issue:
         chat = CHATS.get(task.source, "chat")
         text = text.replace(f"{task.repo}#{task.issue_number}", f"{task.repo} (from {chat})")
     lines = [f"{ICONS.get(notice.kind, 'ℹ️')} {text}"]

@@ -21,7 +21,8 @@ from gidgethub import BadRequest, GitHubBroken
 from ghapp.bootstrap import SystemClock, store_pacer
 from ghapp.core.model import PullRequest
 from ghapp.github.auth import AppAuth, GitHubClient, github_unavailable
-from ghapp.github.forge import MAX_COMMENT_CHARS, GitHubForge
+from ghapp.github.forge import GitHubForge
+from ghapp.github.issues_api import MAX_COMMENT_CHARS
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.fakes.git_http import make_bare_repo
 from tests.fakes.github import FakeGitHub

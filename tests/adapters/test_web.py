@@ -14,7 +14,8 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestServer
 
 from ghapp.core.model import TaskState
-from ghapp.github.webhooks import Context, Inbox
+from ghapp.github.webhooks import Context
+from ghapp.inbox import Inbox
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app, signature_ok
 from tests.conftest import Client, payload, sign, webhook_headers
@@ -213,7 +214,7 @@ async def test_replay_under_a_new_delivery_id_is_a_duplicate(
 async def test_the_inbox_waits_while_a_webhook_is_being_taken_in(
     aiohttp_client: Any, store: SqliteTaskStore
 ) -> None:
-    inbox = Inbox(store, Context(None, store, "mc-auto", "/mc", 1.0), FakeClock())  # type: ignore[arg-type]
+    inbox = Inbox(store, Context(None, "mc-auto", "/mc", 1.0), FakeClock())  # type: ignore[arg-type]
 
     async def health() -> dict[str, Any]:
         return {"ok": True}

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ghapp.bootstrap import Crew, SystemClock, build_core
-from ghapp.cluster import DELIVERY_BATCH, ClaimingInbox
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import TaskStore
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
+from ghapp.inbox import DELIVERY_BATCH, Inbox
 from tests.cluster.conftest import StoreFactory
 from tests.fakes.memory import (
     MemoryForge,
@@ -173,7 +173,7 @@ async def test_a_restarted_node_requeues_only_its_own_orphans(cluster: Cluster) 
     assert kept.lease_owner == "b" and kept.attempt == 1
 
 
-class CountingInbox(ClaimingInbox):
+class CountingInbox(Inbox):
     """The claiming inbox with dispatch replaced by a record of what it handled."""
 
     def __init__(self, store: TaskStore, node: str) -> None:

@@ -12,11 +12,11 @@ import pytest
 
 from ghapp.__main__ import main
 from ghapp.agent.logview import AgentLogReader
-from ghapp.bootstrap import build, build_core, web_app
-from ghapp.cluster import Role
+from ghapp.bootstrap import build, build_core
 from ghapp.config import ConfigError, default_node_id, load_settings
 from ghapp.core.model import Installation, Project, TaskState
 from ghapp.core.tasks import Limits
+from ghapp.process import Role, web_app
 from ghapp.store.migrate import MigrationError, copy_store
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.signals import PgLeader, PgListener

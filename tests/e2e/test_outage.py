@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ghapp.github.webhooks import backoff_s
+from ghapp.inbox import backoff_s
 from tests.e2e.test_triggers import labeled, processed, tasks
 from tests.fakes.memory import RecordingMessenger, ScriptedWorker
 from tests.fakes.stack import Stack, close_stack, eventually, make_stack

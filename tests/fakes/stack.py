@@ -16,9 +16,10 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from ghapp.bootstrap import Ghapp, build, web_app
+from ghapp.bootstrap import build
 from ghapp.config import Settings
 from ghapp.core.ports import AgentOutcome, AgentRequest, Messenger, Worker
+from ghapp.process import Ghapp, web_app
 from ghapp.web import SERVER_OPTIONS
 from tests.conftest import webhook_headers
 from tests.fakes.git_http import make_bare_repo

@@ -156,7 +156,7 @@ def rig() -> Iterator[Rig]:
         new = NewTask(TaskSource.LABEL, REPO, 1, 10_000 + n, "Codertocat", "", 5.0,
                       title=f"Task {n}", branch=f"mc/{n}-task", pr_number=n)  # fmt: skip
         assert runner.run(store.create_task(new, clock.now())) is not None
-    yield Rig(runner, store, forge, Context(service, store, LABEL, PREFIX, MAX))
+    yield Rig(runner, store, forge, Context(service, LABEL, PREFIX, MAX))
     runner.run(store.close())
     runner.close()
 

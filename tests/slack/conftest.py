@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ghapp.bootstrap import Ghapp
 from ghapp.core.model import Installation, Project
+from ghapp.process import Ghapp
 from tests.fakes.slack import ALLOWED, BOT_TOKEN, SECRET, FakeSlack, Message, Response
 from tests.fakes.stack import OWNER, REPO, Stack, close_stack, make_stack
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from ghapp.bootstrap import Ghapp
 from ghapp.core.model import Installation, TaskSource, TaskState
+from ghapp.process import Ghapp
 from tests.fakes.memory import ScriptedWorker
 from tests.fakes.slack import ALLOWED, OTHER, SECRET, USER, FakeSlack, signed_headers
 from tests.fakes.stack import OWNER, REPO, Stack, eventually

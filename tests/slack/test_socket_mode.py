@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from ghapp.bootstrap import build
-from ghapp.cluster import Role
+from ghapp.process import Role
 from tests.fakes.memory import ScriptedWorker
 from tests.fakes.postgres import require_postgres
 from tests.fakes.slack import ALLOWED, APP_TOKEN, OTHER, TEAM, USER, FakeSlack

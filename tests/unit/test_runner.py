@@ -261,3 +261,25 @@ async def test_tracking_comment_shows_progress_and_failure_log(rig: Rig) -> None
     await rig.run_all()
     assert (await rig.get(again.id)).state is TaskState.FAILED
     assert "$ git commit" in rig.forge.edits[-1][1]  # the log tail is in the failure report
+
+
+async def test_a_merged_pr_is_told_and_recorded_on_the_task_that_opened_it(rig: Rig) -> None:
+    task = await rig.queue()
+    await rig.run_all()
+    done = await rig.get(task.id)
+    assert done.pr_number is not None
+    assert await rig.service.pr_closed("octo/app", 999, "merged") == "not ours"
+    assert "merged" not in rig.messenger.kinds()
+    assert await rig.service.pr_closed("octo/app", done.pr_number, "merged") == "merged"
+    assert (await rig.get(task.id)).pr_fate == "merged"
+    assert rig.messenger.kinds()[-1] == "merged"
+    assert "(merged)" in rig.forge.edits[-1][1]  # the tracking comment says so
+
+
+async def test_removing_the_label_cancels_the_issues_active_task(rig: Rig) -> None:
+    task = await rig.queue()
+    assert await rig.service.label_removed("octo/app", 5, "mc-auto") == "cancelled"
+    cancelled = await rig.get(task.id)
+    assert cancelled.state is TaskState.CANCELLED
+    assert cancelled.failure_reason == "the mc-auto label was removed"
+    assert await rig.service.label_removed("octo/app", 5, "mc-auto") == "nothing active"
