@@ -86,7 +86,10 @@ def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection
 
 
 def _insert(batch: Sequence[DeliveryItem], conn: sqlite3.Connection) -> list[bool]:
-    """Each delivery's small row, and its body only where the row is new (not a duplicate)."""
+    """Each delivery's small row, and its body only where the row is new (not a duplicate).
+
+    Hashing here, in aiosqlite's thread, keeps it off the event loop.
+    """
     fresh = []
     for delivery_id, event, body, received_at in batch:
         row = (delivery_id, event, dt_to_db(received_at), body_sha256(body))
@@ -98,6 +101,7 @@ def _insert(batch: Sequence[DeliveryItem], conn: sqlite3.Connection) -> list[boo
 
 
 def _mark(batch: Sequence[MarkItem], conn: sqlite3.Connection) -> list[None]:
+    """Each handled delivery's outcome (a small row: its body is elsewhere)."""
     conn.executemany(_MARK, [_params(item) for item in batch])
     return [None] * len(batch)
 
@@ -160,7 +164,7 @@ class SqliteTaskStore(LifecycleStore):
             try:
                 for pragma in schema.PRAGMAS:
                     await db.execute(pragma)
-                # Hashing a body in SQL runs in aiosqlite's thread, off the event loop.
+                # Schema step 6 hashes the bodies stored before it, in SQL.
                 await db.create_function("sha256", 1, body_sha256, deterministic=True)
             except BaseException:
                 await db.close()
