@@ -21,7 +21,17 @@ from ghapp.cluster import ClaimingInbox, Role
 from ghapp.config import Settings
 from ghapp.core.ci import CiPolicy, CiWatcher
 from ghapp.core.model import TaskState, utcnow
-from ghapp.core.ports import Messenger, TaskStore, Worker
+from ghapp.core.ports import (
+    Checks,
+    Clock,
+    Forge,
+    LogReader,
+    Messenger,
+    SettingsSource,
+    TaskStore,
+    Vcs,
+    Worker,
+)
 from ghapp.core.report import NullMessenger, Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
@@ -141,6 +151,56 @@ def task_blockers(settings: Settings) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class Crew:
+    """What a process that runs tasks adds to the core: checkouts, the agent, the runner's knobs."""
+
+    vcs: Vcs
+    worker: Worker
+    config: RunnerConfig
+    logs: LogReader | None = None
+    checks: Checks | None = None
+
+
+@dataclass(frozen=True)
+class Core:
+    """The core's objects wired to each other; `runner` is None where no tasks run."""
+
+    reporter: Reporter
+    service: TaskService
+    runner: TaskRunner | None
+
+
+def build_core(
+    store: TaskStore,
+    forge: Forge,
+    clock: Clock,
+    limits: Limits,
+    messenger: Messenger | None = None,
+    crew: Crew | None = None,
+    settings: SettingsSource | None = None,
+) -> Core:
+    """Wire Reporter, TaskService and TaskRunner over given ports; production and tests alike."""
+    reporter = Reporter(forge, messenger or NullMessenger(), limits.prefix)
+    service = TaskService(store, forge, reporter, clock, limits, settings)
+    runner = None
+    if crew is not None:
+        runner = TaskRunner(
+            store,
+            forge,
+            crew.vcs,
+            crew.worker,
+            reporter,
+            clock,
+            crew.config,
+            logs=crew.logs,
+            settings=settings,
+            checks=crew.checks,
+        )
+        service.runner = runner
+    return Core(reporter, service, runner)
+
+
 def prepare_data_dir(data_dir: Path) -> None:
     """ghapp's own files are private; the sandbox user may only traverse to its checkout."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +267,6 @@ def build(
         pacer=store_pacer(store, clock, settings.write_interval_s),
         secrets=settings.secrets,
     )
-    reporter = Reporter(forge, messenger or NullMessenger(), settings.command)
     limits = Limits(
         settings.daily_budget_usd,
         settings.task_budget_usd,
@@ -215,29 +274,18 @@ def build(
         settings.command,
     )
     repo_settings = MirrorSettings(git, caps(settings))
-    service = TaskService(store, forge, reporter, clock, limits, repo_settings)
-    before_runner: list[Callable[[], Awaitable[object]]] = []
-    runner = None
+    crew = None
     if role.runs_tasks:
         try:
-            runner = _runner(
-                settings,
-                store,
-                forge,
-                reporter,
-                clock,
-                worker,
-                worker_env,
-                poll_s,
-                git,
-                repo_settings,
-            )
+            crew = _crew(settings, store, clock, worker, worker_env, poll_s, git)
         except BaseException:
             session.detach()  # nothing was sent: no "Unclosed client session" after the error
             raise
-        if isinstance(runner.worker, ClaudeWorker):
-            before_runner.append(runner.worker.reap_leftovers)
-        service.runner = runner
+    core = build_core(store, forge, clock, limits, messenger, crew, repo_settings)
+    service, runner = core.service, core.runner
+    before_runner: list[Callable[[], Awaitable[object]]] = []
+    if runner is not None and isinstance(runner.worker, ClaudeWorker):
+        before_runner.append(runner.worker.reap_leftovers)
     inbox = None
     if role.serves_webhooks:
         policy = CiPolicy(
@@ -271,7 +319,7 @@ def build(
             log.error("no task can run: %s", problem)
     if runner is not None and isinstance(store, PostgresTaskStore):
         app.extra_start.append(PgListener(store.dsn, runner.wake, runner.request_stop))
-    _messaging(app, settings, forge, log_reader, reporter if messenger is None else None)
+    _messaging(app, settings, forge, log_reader, core.reporter if messenger is None else None)
     return app
 
 
@@ -333,46 +381,34 @@ async def _lead(app: Ghapp, on: bool) -> None:
         await app.slack.set_socket(on)
 
 
-def _runner(
+def _crew(
     settings: Settings,
     store: TaskStore,
-    forge: GitHubForge,
-    reporter: Reporter,
     clock: SystemClock,
     worker: Worker | None,
     worker_env: dict[str, str] | None,
     poll_s: float,
     git: GitWorkspace,
-    repo_settings: MirrorSettings,
-) -> TaskRunner:
-    """The task runner with its agent, mirrors and checkouts on this process's own disk."""
+) -> Crew:
+    """The agent, mirrors and checkouts on this process's own disk, with the runner's settings."""
     if worker is None:
         worker = claude_worker(settings, store, clock, worker_env)
-    return TaskRunner(
-        store,
-        forge,
-        git,
-        worker,
-        reporter,
-        clock,
-        RunnerConfig(
-            log_dir=settings.data_dir / "logs",
-            concurrency=settings.concurrency,
-            daily_budget_usd=settings.daily_budget_usd,
-            soft_timeout_s=settings.soft_timeout_s,
-            kill_after_s=settings.kill_after_s,
-            grace_s=settings.grace_s,
-            max_turns=settings.max_turns,
-            poll_s=poll_s,
-            node=settings.node_id,
-            lease_s=settings.lease_s,
-            context_max_chars=settings.context_max_chars,
-            max_attempts=settings.max_attempts,
-        ),
-        logs=AgentLogReader(store),
-        settings=repo_settings,
-        checks=sandbox_checks(settings, worker),
+    config = RunnerConfig(
+        log_dir=settings.data_dir / "logs",
+        concurrency=settings.concurrency,
+        daily_budget_usd=settings.daily_budget_usd,
+        soft_timeout_s=settings.soft_timeout_s,
+        kill_after_s=settings.kill_after_s,
+        grace_s=settings.grace_s,
+        max_turns=settings.max_turns,
+        poll_s=poll_s,
+        node=settings.node_id,
+        lease_s=settings.lease_s,
+        context_max_chars=settings.context_max_chars,
+        max_attempts=settings.max_attempts,
     )
+    checks = sandbox_checks(settings, worker)
+    return Crew(git, worker, config, logs=AgentLogReader(store), checks=checks)
 
 
 def web_app(app: Ghapp) -> web.Application:

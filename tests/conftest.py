@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+Client = TestClient[web.Request, web.Application]  # what aiohttp_client returns
+
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what the suite needs, then lint, types, tests.
-# Extra arguments go to pytest, e.g. `tests/run.sh tests/unit -x`.
+# Extra arguments go to pytest, e.g. `tests/run.sh tests/unit -x`; then the core's branch
+# coverage must reach CORE_COVERAGE (only when the whole suite ran, so a subset is not refused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLAUDE_VERSION=2.1.197
 WORKER_USER=${MC_TEST_WORKER_USER:-mc-worker}
+CORE_COVERAGE=90
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -54,11 +56,21 @@ step "tests"
 set +e
 # -rs lists every skip and its reason; a skip of a prerequisite only happens with
 # MC_TEST_ALLOW_SKIPS=1 (tests/fakes/sandbox.py), otherwise it is a failure.
-.venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -rs -p no:cacheprovider --cov --cov-report= "$@"
 status=$?
 set -e
 if [ $status -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+
+step "branch coverage (ghapp in this process; ghapp/core must reach $CORE_COVERAGE %)"
+.venv/bin/python -m coverage report --skip-covered --sort=cover
+core=$(.venv/bin/python -m coverage report --include='ghapp/core/*' --format=total)
+echo "ghapp/core: $core %"
+if [ $# -eq 0 ] && ! .venv/bin/python -m coverage report --include='ghapp/core/*' \
+  --fail-under="$CORE_COVERAGE" >/dev/null; then
+  echo "ghapp/core's branch coverage, $core %, is under $CORE_COVERAGE %" >&2
   exit 1
 fi
 exit $status

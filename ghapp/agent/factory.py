@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 from ghapp.agent import cgroup
 from ghapp.agent.checks import SandboxChecks
@@ -46,6 +47,11 @@ def sandboxing(settings: Settings, uid: int | None, gid: int | None) -> SandboxC
     return SandboxConfig(bwrap, limits, allow, memory_cgroups=cgroup.unavailable() is None)
 
 
+def agent_instance(data_dir: Path) -> str:
+    """The tag RUN_MARKER carries for one data directory, so a restart finds its own leftovers."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def claude_worker(
     settings: Settings, store: TaskStore, clock: Clock, extra_env: dict[str, str] | None
 ) -> ClaudeWorker:
@@ -76,13 +82,8 @@ def claude_worker(
         repo_settings=settings.repo_agent_settings,
         max_turns=settings.max_turns,
         log_max_bytes=settings.log_max_mb << 20,
-        instance=_instance(settings),
+        instance=agent_instance(settings.data_dir),
     )
-
-
-def _instance(settings: Settings) -> str:
-    """Tags this ghapp's sandboxed processes, so a restart reaps only its own."""
-    return hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def sandbox_checks(settings: Settings, worker: Worker) -> SandboxChecks:
@@ -92,4 +93,4 @@ def sandbox_checks(settings: Settings, worker: Worker) -> SandboxChecks:
     else:  # a test's in-process agent: the same confinement as production would use
         identity = agent_identity(settings.worker_user)
         confinement = sandboxing(settings, identity.uid, identity.gid)
-    return SandboxChecks(identity, confinement, instance=_instance(settings))
+    return SandboxChecks(identity, confinement, instance=agent_instance(settings.data_dir))

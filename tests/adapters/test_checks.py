@@ -33,8 +33,12 @@ def root() -> Iterator[Path]:
 @pytest.fixture
 async def host_server() -> AsyncIterator[int]:
     """A page on the host's loopback: only a proxied setup command may fetch it."""
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text="HOST-PAGE")
+
     app = web.Application()
-    app.router.add_get("/{tail:.*}", lambda _: web.Response(text="HOST-PAGE"))
+    app.router.add_get("/{tail:.*}", page)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

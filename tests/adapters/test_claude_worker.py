@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -115,11 +116,12 @@ def sandboxing() -> SandboxConfig:
 
 def real_worker(url: str, book: Book | None = None) -> ClaudeWorker:
     """The worker over the pinned CLI, sandboxed, as the sandbox user."""
+    booking: dict[str, Any] = {"book": book} if book else {}
     return ClaudeWorker(
         str(require_claude()),
         run_as=require_sandbox_user(),
         anthropic_env={"ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": url},
-        **({"book": book} if book else {}),
+        **booking,
         sandboxing=sandboxing(),
         extra_env={"CLAUDE_CODE_MAX_RETRIES": "0"},
         interrupt_grace_s=3.0,

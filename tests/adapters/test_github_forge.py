@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import DEVNULL
+from typing import Any
 
 import aiohttp
 import pytest
@@ -406,7 +407,7 @@ async def test_git_backend_is_wired_and_pr_heads_are_checked(
         work = tmp_path / "work"
         assert await _git(tmp_path, "clone", "-q", repo.clone_url, str(work), token="nope") != 0
         assert await _git(tmp_path, "clone", "-q", repo.clone_url, str(work), token=token) == 0
-        kw = {"base": "main", "title": "t", "body": "b"}
+        kw: dict[str, Any] = {"base": "main", "title": "t", "body": "b"}
         with pytest.raises(BadRequest, match="head"):
             await forge.open_pr(IID, REPO, head="feature", **kw)
         assert await _git(work, "push", "-q", "origin", "HEAD:refs/heads/feature", token=token) == 0

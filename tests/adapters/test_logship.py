@@ -12,7 +12,7 @@ from ghapp.agent.logship import LogShipper
 from ghapp.agent.logview import AgentLogReader
 from ghapp.core.model import STORED_LOG_CHARS
 from ghapp.store.sqlite import SqliteTaskStore
-from tests.contract.task_store_contract import started
+from tests.contract.support import started
 
 
 async def test_lines_reach_the_store_in_batches_and_the_rest_at_close(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from ghapp.core.model import Task, TaskState, utcnow
 from ghapp.retention import Retention
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.workspace.git import GitWorkspace
-from tests.contract.task_store_contract import new
+from tests.contract.support import new
 from tests.fakes.stack import close_stack, make_stack
 
 ROOT = Path(__file__).resolve().parents[2]

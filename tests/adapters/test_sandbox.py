@@ -35,8 +35,12 @@ def root() -> Iterator[Path]:
 @pytest.fixture
 async def host_server() -> AsyncIterator[int]:
     """A server on the host's loopback that no agent may reach (but the proxy may, if told)."""
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text="HOST-SECRET-PAGE")
+
     app = web.Application()
-    app.router.add_get("/{tail:.*}", lambda _: web.Response(text="HOST-SECRET-PAGE"))
+    app.router.add_get("/{tail:.*}", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestServer
 
 from ghapp.core.model import TaskState
 from ghapp.github.webhooks import Context, Inbox
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app, signature_ok
-from tests.conftest import payload, sign, webhook_headers
+from tests.conftest import Client, payload, sign, webhook_headers
 from tests.fakes.memory import FakeClock
 from tests.fakes.stack import eventually
 
@@ -35,7 +35,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteTaskStore]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, store: SqliteTaskStore) -> TestClient:
+async def client(aiohttp_client: Any, store: SqliteTaskStore) -> Client:
     woken: list[int] = []
 
     async def health() -> dict[str, Any]:
@@ -60,12 +60,12 @@ def test_github_documented_signature_vector() -> None:
     assert not signature_ok(SECRET, b"Hello, World!", None)
 
 
-async def post(client: TestClient, body: bytes, headers: dict[str, str]) -> web.Response:
-    return await client.post(PATH, data=body, headers=headers)  # type: ignore[no-any-return]
+async def post(client: Client, body: bytes, headers: dict[str, str]) -> ClientResponse:
+    return await client.post(PATH, data=body, headers=headers)
 
 
 async def test_valid_delivery_is_stored_and_accepted(
-    client: TestClient, store: SqliteTaskStore
+    client: Client, store: SqliteTaskStore
 ) -> None:
     body = json.dumps(payload("issues.labeled", id=1)).encode()
     resp = await post(client, body, webhook_headers(SECRET, "issues", "d-1", body))
@@ -76,7 +76,7 @@ async def test_valid_delivery_is_stored_and_accepted(
 
 
 async def test_redelivery_is_answered_200_and_changes_nothing(
-    client: TestClient, store: SqliteTaskStore
+    client: Client, store: SqliteTaskStore
 ) -> None:
     body = json.dumps(payload("ping")).encode()
     assert (await post(client, body, webhook_headers(SECRET, "ping", "d-2", body))).status == 202
@@ -100,7 +100,7 @@ async def test_redelivery_is_answered_200_and_changes_nothing(
     ],
 )
 async def test_bad_requests_get_their_status_and_store_nothing(
-    client: TestClient, store: SqliteTaskStore, mutate: Any, status: int
+    client: Client, store: SqliteTaskStore, mutate: Any, status: int
 ) -> None:
     body = json.dumps(payload("ping")).encode()
     headers = webhook_headers(SECRET, "ping", "d-bad", body)
@@ -111,34 +111,32 @@ async def test_bad_requests_get_their_status_and_store_nothing(
     assert await store.pending_deliveries() == []
 
 
-async def test_signed_but_unparsable_json_is_400(
-    client: TestClient, store: SqliteTaskStore
-) -> None:
+async def test_signed_but_unparsable_json_is_400(client: Client, store: SqliteTaskStore) -> None:
     for body in (b"{not json", b"[1, 2]", b'"text"'):
         resp = await post(client, body, webhook_headers(SECRET, "issues", "d-json", body))
         assert resp.status == 400
     assert await store.pending_deliveries() == []
 
 
-async def test_body_over_25_mb_is_413(client: TestClient, store: SqliteTaskStore) -> None:
+async def test_body_over_25_mb_is_413(client: Client, store: SqliteTaskStore) -> None:
     body = b'{"a": "' + b"x" * (MAX_BODY) + b'"}'
     resp = await post(client, body, webhook_headers(SECRET, "issues", "d-big", body))
     assert resp.status == 413
     assert await store.pending_deliveries() == []
 
 
-async def test_wrong_method_and_path(client: TestClient) -> None:
+async def test_wrong_method_and_path(client: Client) -> None:
     assert (await client.get(PATH)).status == 405
     assert (await client.post("/elsewhere", data=b"{}")).status == 404
 
 
-async def test_healthz_reports_database_and_queue(client: TestClient) -> None:
+async def test_healthz_reports_database_and_queue(client: Client) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
     assert await resp.json() == {"ok": True, "queued": 0}
 
 
-async def raw_request(client: TestClient, head: bytes, body: bytes = b"") -> bytes:
+async def raw_request(client: Client, head: bytes, body: bytes = b"") -> bytes:
     """Send bytes the client library would not produce; returns the status line and headers."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
@@ -151,7 +149,7 @@ async def raw_request(client: TestClient, head: bytes, body: bytes = b"") -> byt
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "identity, gzip", "x-unknown"])
 async def test_compressed_bodies_are_415_and_not_inflated(
-    client: TestClient, store: SqliteTaskStore, encoding: str
+    client: Client, store: SqliteTaskStore, encoding: str
 ) -> None:
     raw = json.dumps(payload("ping")).encode()
     body = gzip.compress(raw)
@@ -163,7 +161,7 @@ async def test_compressed_bodies_are_415_and_not_inflated(
 
 
 async def test_compressed_body_is_refused_before_it_is_read(
-    client: TestClient, store: SqliteTaskStore
+    client: Client, store: SqliteTaskStore
 ) -> None:
     # Announce 20 MB of gzip and send none of it: the answer must come without the body.
     head = (
@@ -179,7 +177,7 @@ async def test_compressed_body_is_refused_before_it_is_read(
     assert await store.pending_deliveries() == []
 
 
-async def test_identity_encoding_is_accepted(client: TestClient, store: SqliteTaskStore) -> None:
+async def test_identity_encoding_is_accepted(client: Client, store: SqliteTaskStore) -> None:
     body = json.dumps(payload("ping")).encode()
     headers = {**webhook_headers(SECRET, "ping", "d-id", body), "Content-Encoding": "identity"}
     assert (await post(client, body, headers)).status == 202
@@ -187,7 +185,7 @@ async def test_identity_encoding_is_accepted(client: TestClient, store: SqliteTa
 
 @pytest.mark.parametrize("value", ["sha256=\u00e9", "sha256=" + "\u00ff" * 64, "\u00e9"])
 async def test_non_ascii_signature_is_401(
-    client: TestClient, store: SqliteTaskStore, value: str
+    client: Client, store: SqliteTaskStore, value: str
 ) -> None:
     body = json.dumps(payload("ping")).encode()
     head = (
@@ -202,7 +200,7 @@ async def test_non_ascii_signature_is_401(
 
 
 async def test_replay_under_a_new_delivery_id_is_a_duplicate(
-    client: TestClient, store: SqliteTaskStore
+    client: Client, store: SqliteTaskStore
 ) -> None:
     body = json.dumps(payload("issues.labeled", id=1)).encode()
     assert (await post(client, body, webhook_headers(SECRET, "issues", "d-5", body))).status == 202

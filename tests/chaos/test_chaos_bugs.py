@@ -29,11 +29,11 @@ from pathlib import Path
 
 import pytest
 
+from ghapp.bootstrap import Crew, build_core
 from ghapp.core.model import NewTask, TaskSource, TaskState
 from ghapp.core.report import MARKER as TRACKING_MARKER
-from ghapp.core.report import Reporter
-from ghapp.core.runner import RunnerConfig, TaskRunner
-from ghapp.core.tasks import Limits, TaskService
+from ghapp.core.runner import RunnerConfig
+from ghapp.core.tasks import Limits
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
@@ -68,18 +68,11 @@ async def test_one_tracking_comment_after_the_first_one_failed(tmp_path: Path) -
     await store.migrate()
     forge, clock = FlakyForge({"alice": "write"}), FakeClock()
     vcs = MemoryVcs(tmp_path / "work")
-    reporter = Reporter(forge, RecordingMessenger(), "/mc")
-    service = TaskService(store, forge, reporter, clock, Limits(10, 5, 10))
-    runner = TaskRunner(
-        store,
-        forge,
-        vcs,
-        ScriptedWorker(vcs),
-        reporter,
-        clock,
-        RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05),
-    )
-    service.runner = runner
+    config = RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05)
+    crew = Crew(vcs, ScriptedWorker(vcs), config)
+    core = build_core(store, forge, clock, Limits(10, 5, 10), RecordingMessenger(), crew)
+    service, runner = core.service, core.runner
+    assert runner is not None
     try:
         new = NewTask(
             source=TaskSource.LABEL,

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from tests.cluster.procs import NamingTelegram, Proc
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
-from tests.fakes.ghapp_process import free_port
+from tests.fakes.ghapp_process import GhappProcess, free_port
 from tests.fakes.postgres import require_postgres
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env, make_stack
+from tests.fakes.telegram import NamingTelegram
 
 pytestmark = [pytest.mark.cli, pytest.mark.sandbox]
 
@@ -37,10 +37,10 @@ class World:
     api: ScriptedAnthropic
     telegram: NamingTelegram
     db: asyncpg.Connection
-    web: Proc
-    workers: list[Proc]
+    web: GhappProcess
+    workers: list[GhappProcess]
 
-    def proc(self, node: str) -> Proc:
+    def proc(self, node: str) -> GhappProcess:
         return next(p for p in [self.web, *self.workers] if p.env["MC_NODE_ID"] == node)
 
     async def deliver(self, issue: int, scenario: str) -> None:
@@ -71,7 +71,7 @@ async def world() -> AsyncIterator[World]:
     telegram = NamingTelegram()
     await telegram.start()
 
-    def proc(name: str, role: str, concurrency: int) -> Proc:
+    def proc(name: str, role: str, concurrency: int) -> GhappProcess:
         port = free_port()
         env = ghapp_env(
             stack,
@@ -87,10 +87,10 @@ async def world() -> AsyncIterator[World]:
             CLAUDE_CODE_MAX_RETRIES="0",
             LOG_LEVEL="info",
         )
-        return Proc(name, role, env, stack.root)
+        return GhappProcess(env, stack.root, stack.root / f"{name}.log", role)
 
     web = proc("web", "web", 1)
-    stack.external_url = f"{web.url}/api/github/webhooks"
+    stack.external_url = f"{web.base_url}/api/github/webhooks"
     # w0 runs one task at a time, so the SIGKILL below takes exactly one task down with it.
     workers = [proc("w0", "worker", 1), proc("w1", "worker", 2), proc("w2", "worker", 2)]
     db = await asyncpg.connect(pg.dsn(database))
@@ -148,6 +148,7 @@ async def test_thirty_tasks_on_one_web_and_three_workers(world: World) -> None:
 
     async def first_response_booked() -> bool:  # metered on w0 as the response ended
         row = await world.task(1)
+        assert row is not None
         found = await world.db.fetch("SELECT 1 FROM ledger WHERE task_id = $1", row["id"])
         return bool(found)
 
@@ -178,7 +179,7 @@ async def test_thirty_tasks_on_one_web_and_three_workers(world: World) -> None:
     logs: dict[str, list[str]] = {}
     for proc in world.workers:
         for path in (proc.data_dir / "logs").glob("task-*-attempt-*.log"):
-            logs.setdefault(path.name, []).append(proc.name)
+            logs.setdefault(path.name, []).append(proc.env["MC_NODE_ID"])
     for r in rows[1:]:
         assert len(logs.pop(f"task-{r['id']}-attempt-1.log")) == 1, r["issue_number"]
     assert logs.pop(f"task-{resumed['id']}-attempt-1.log") == ["w0"]
@@ -206,7 +207,7 @@ async def test_thirty_tasks_on_one_web_and_three_workers(world: World) -> None:
         assert f"Closes #{r['issue_number']}" in pr.body and r["pr_number"] == pr.number
 
     # Each worker kept its own mirror on its own disk; the web process has none.
-    ran = {proc.name for proc in world.workers if (proc.data_dir / "mirrors").exists()}
+    ran = {proc.env["MC_NODE_ID"] for proc in world.workers if (proc.data_dir / "mirrors").exists()}
     assert {"w1", "w2"} <= ran and not (web.data_dir / "mirrors").exists()
     # w0 led Telegram when it died: exactly one other process took polling over.
     await eventually(lambda: bool(world.telegram.pollers(since=killed_at)), within=30)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ghapp.bootstrap import SystemClock
+from ghapp.bootstrap import Crew, SystemClock, build_core
 from ghapp.cluster import DELIVERY_BATCH, ClaimingInbox
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import TaskStore
-from ghapp.core.report import Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
 from tests.cluster.conftest import StoreFactory
@@ -58,21 +57,12 @@ class Cluster:
         )
         vcs = MemoryVcs(self.root / name)
         worker = ScriptedWorker(vcs)
-        reporter = Reporter(forge, messenger, "/mc")
-        service = TaskService(store, forge, reporter, clock, Limits(100, 5, 10))
         settings = {"lease_s": LEASE_S, "cancel_poll_s": 0.05, "poll_s": 0.05, **config}
-        runner = TaskRunner(
-            store,
-            forge,
-            vcs,
-            worker,
-            reporter,
-            clock,
-            RunnerConfig(log_dir=self.root / name / "logs", node=name, **settings),  # type: ignore[arg-type]
-            logs=MemoryLogs(),
-        )
-        service.runner = runner
-        node = Node(name, store, vcs, forge, worker, messenger, service, runner)
+        knobs = RunnerConfig(log_dir=self.root / name / "logs", node=name, **settings)  # type: ignore[arg-type]
+        crew = Crew(vcs, worker, knobs, MemoryLogs())
+        core = build_core(store, forge, clock, Limits(100, 5, 10), messenger, crew)
+        assert core.runner is not None
+        node = Node(name, store, vcs, forge, worker, messenger, core.service, core.runner)
         self.nodes.append(node)
         return node
 

@@ -12,18 +12,17 @@ import pytest
 
 from ghapp.__main__ import main
 from ghapp.agent.logview import AgentLogReader
-from ghapp.bootstrap import build, web_app
+from ghapp.bootstrap import build, build_core, web_app
 from ghapp.cluster import Role
 from ghapp.config import ConfigError, default_node_id, load_settings
 from ghapp.core.model import Installation, Project, TaskState
-from ghapp.core.report import NullMessenger, Reporter
-from ghapp.core.tasks import Limits, TaskService
+from ghapp.core.tasks import Limits
 from ghapp.store.migrate import MigrationError, copy_store
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.signals import PgLeader, PgListener
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.telegram.bot import TelegramBot
-from tests.contract.task_store_contract import DAY1, PLENTY, T0, at, queued
+from tests.contract.support import DAY1, PLENTY, T0, at, queued
 from tests.fakes.memory import FakeClock, MemoryForge, ScriptedWorker
 from tests.fakes.stack import Stack, close_stack, eventually, make_stack
 from tests.fakes.telegram import FakeTelegram
@@ -132,8 +131,7 @@ async def test_a_standby_bot_sends_but_polls_only_once_elected(tmp_path: Path) -
     try:
         await store.migrate()
         forge = MemoryForge()
-        reporter = Reporter(forge, NullMessenger(), "/mc")
-        service = TaskService(store, forge, reporter, FakeClock(), Limits(10, 5, 8))
+        service = build_core(store, forge, FakeClock(), Limits(10, 5, 8)).service
         bot = TelegramBot(
             fake.token, [CHAT], service, AgentLogReader(store), api_url=fake.base_url, config=FAST,
             polling=False,

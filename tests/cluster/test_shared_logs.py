@@ -15,13 +15,13 @@ import asyncpg
 import pytest
 
 from ghapp.messaging.text import money
-from tests.cluster.procs import NamingTelegram, Proc
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
-from tests.fakes.ghapp_process import free_port
+from tests.fakes.ghapp_process import GhappProcess, free_port
 from tests.fakes.postgres import require_postgres
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import Stack, close_stack, eventually, ghapp_env, make_stack
+from tests.fakes.telegram import NamingTelegram
 
 pytestmark = [pytest.mark.cli, pytest.mark.sandbox]
 
@@ -29,7 +29,9 @@ CHAT = 4242
 
 
 @pytest.fixture
-async def nodes() -> AsyncIterator[tuple[Stack, NamingTelegram, asyncpg.Connection, Proc, Proc]]:
+async def nodes() -> AsyncIterator[
+    tuple[Stack, NamingTelegram, asyncpg.Connection, GhappProcess, GhappProcess]
+]:
     user, claude = require_sandbox_user(), require_claude()
     pg = require_postgres()
     database = pg.create_database("logs")
@@ -44,7 +46,7 @@ async def nodes() -> AsyncIterator[tuple[Stack, NamingTelegram, asyncpg.Connecti
     telegram = NamingTelegram()
     await telegram.start()
 
-    def proc(name: str, role: str) -> Proc:
+    def proc(name: str, role: str) -> GhappProcess:
         env = ghapp_env(
             stack,
             free_port(),
@@ -57,10 +59,10 @@ async def nodes() -> AsyncIterator[tuple[Stack, NamingTelegram, asyncpg.Connecti
             CLAUDE_CODE_MAX_RETRIES="0",
             LOG_LEVEL="info",
         )
-        return Proc(name, role, env, stack.root)
+        return GhappProcess(env, stack.root, stack.root / f"{name}.log", role)
 
     a, b = proc("a", "worker"), proc("b", "web")
-    stack.external_url = f"{b.url}/api/github/webhooks"
+    stack.external_url = f"{b.base_url}/api/github/webhooks"
     db = await asyncpg.connect(pg.dsn(database))
     yield stack, telegram, db, a, b
     await db.close()
@@ -76,7 +78,7 @@ async def nodes() -> AsyncIterator[tuple[Stack, NamingTelegram, asyncpg.Connecti
 
 
 async def test_logs_and_cost_so_far_of_a_task_on_a_are_answered_by_b(
-    nodes: tuple[Stack, NamingTelegram, asyncpg.Connection, Proc, Proc],
+    nodes: tuple[Stack, NamingTelegram, asyncpg.Connection, GhappProcess, GhappProcess],
 ) -> None:
     stack, telegram, db, a, b = nodes
     await b.start()
@@ -96,7 +98,7 @@ async def test_logs_and_cost_so_far_of_a_task_on_a_are_answered_by_b(
 
     await eventually(paid_turn_done_on_a, within=90)
     row = await db.fetchrow("SELECT * FROM tasks WHERE issue_number = 1")
-    assert row["state"] == "running"
+    assert row is not None and row["state"] == "running"
     assert not list((b.data_dir / "logs").glob("task-*")), "b must have no log file of its own"
     # b runs on another machine: a's disk is out of its reach (a writes on through its fd)
     (a.data_dir / "logs").rename(a.data_dir / "logs-on-a")
@@ -106,7 +108,8 @@ async def test_logs_and_cost_so_far_of_a_task_on_a_are_answered_by_b(
         before = len(telegram.texts(CHAT))
         await telegram.inject(CHAT, command)
         await telegram.wait_for(lambda sent: len(telegram.texts(CHAT)) > before, within=20)
-        return telegram.texts(CHAT)[-1]
+        answer: str = telegram.texts(CHAT)[-1]
+        return answer
 
     async def logs_shown() -> bool:  # a ships its lines a second after they come
         answer = await ask(f"/logs {row['id']}")

@@ -13,15 +13,8 @@ import pytest
 from ghapp.core.model import GhappError, TaskState
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from tests.contract.task_store_contract import (
-    PLENTY,
-    T0,
-    StoreFactory,
-    TaskStoreContract,
-    at,
-    new,
-    queued,
-)
+from tests.contract.support import PLENTY, T0, StoreFactory, at, new, queued
+from tests.contract.task_store_contract import TaskStoreContract
 from tests.fakes.postgres import PgServer, require_postgres
 
 DATABASE = "contract"
@@ -84,7 +77,9 @@ class TestPostgresTaskStore(TaskStoreContract):
             await asyncio.gather(*(s.migrate() for s in stores))
             conn = await asyncpg.connect(dsn)
             try:
-                assert await conn.fetch("SELECT version FROM ghapp_schema") == [(SCHEMA_VERSION,)]
+                assert [tuple(r) for r in await conn.fetch("SELECT version FROM ghapp_schema")] == [
+                    (SCHEMA_VERSION,)
+                ]
             finally:
                 await conn.close()
             task = await queued(stores[0])
@@ -185,7 +180,9 @@ class TestPostgresTaskStore(TaskStoreContract):
                 "WHERE table_name = 'deliveries' AND column_name = 'body' "
                 "AND table_schema = current_schema()"
             )  # claims and marks rewrite small rows only
-            assert await conn.fetch("SELECT id FROM delivery_bodies") == [("waiting",)]
+            assert [tuple(row) for row in await conn.fetch("SELECT id FROM delivery_bodies")] == [
+                ("waiting",)
+            ]
         finally:
             await conn.close()
 

@@ -13,15 +13,8 @@ from ghapp.core.model import GhappError, TaskState
 from ghapp.store.rows import body_sha256
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
-from tests.contract.task_store_contract import (
-    PLENTY,
-    T0,
-    StoreFactory,
-    TaskStoreContract,
-    at,
-    new,
-    queued,
-)
+from tests.contract.support import PLENTY, T0, StoreFactory, at, new, queued
+from tests.contract.task_store_contract import TaskStoreContract
 
 # the step that hashes delivery bodies
 HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ghapp.agent.claude import RUN_MARKER
+from ghapp.agent.factory import agent_instance
 from ghapp.agent.procs import marked_pids
 from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
-from tests.fakes.ghapp_process import GhappProcess, agent_instance, alive, free_port
+from tests.fakes.ghapp_process import GhappProcess, alive, free_port
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env, make_stack
 

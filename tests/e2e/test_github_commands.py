@@ -73,6 +73,7 @@ async def test_commands_by_allowed_and_refused_senders(stack: Stack) -> None:
     assert f"Task #{task.id} is running" in replies(stack)[-1]
     await stack.deliver("issue_comment", comment(stack, "/mc cancel"))
     await eventually(lambda: idle(stack))
+    assert app.runner is not None
     await app.runner.drain()
     cancelled = await app.store.get_task(task.id)
     assert cancelled is not None and cancelled.state is TaskState.CANCELLED
@@ -98,6 +99,7 @@ async def test_removing_the_label_mid_run_cancels_and_says_so(stack: Stack) -> N
     await eventually(worker.started.is_set)
     assert await stack.deliver("issues", labeled("unlabeled")) == 202
     await eventually(lambda: idle(stack))
+    assert app.runner is not None
     await app.runner.drain()
     [task] = await app.store.list_tasks()
     assert task.state is TaskState.CANCELLED
@@ -166,6 +168,7 @@ async def test_a_delivery_missed_while_down_is_redelivered_on_start(stack: Stack
     assert task.delivery_id == "missed-guid"
     assert len(stack.github.apps.redelivery_requests) == 1
     await app.service.cancel(task.id, "test over")
+    assert app.runner is not None
     await app.runner.drain()
 
 

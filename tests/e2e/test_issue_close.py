@@ -53,7 +53,7 @@ async def test_an_outsider_closing_the_issue_does_not_stop_a_running_task(stack:
     # the requester closing it does stop it
     assert await stack.deliver("issues", closed_by(OWNER), "closed-by-requester") == 202
     assert app.runner is not None
-    await eventually(lambda: not app.runner.running_ids)  # type: ignore[union-attr]
+    await eventually(lambda: not app.runner.running_ids)
     done = await app.store.get_task(task.id)
     assert done is not None and done.state is TaskState.CANCELLED
     assert f"closed by {OWNER}" in (done.failure_reason or "")

@@ -11,12 +11,12 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import aiohttp
 
+from tests.fakes.ghapp_process import free_port
 from tests.fakes.sandbox import _unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,12 +52,6 @@ def copy_sources(target: Path) -> None:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_the_readme_run_command_works_on_a_stock_debian_python(tmp_path: Path) -> None:

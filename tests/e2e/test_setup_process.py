@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,16 +17,11 @@ from yarl import URL
 
 from ghapp.config import read_dotenv
 from tests.conftest import webhook_headers
+from tests.fakes.ghapp_process import free_port
 from tests.fakes.github import FakeGitHub
 from tests.fakes.setup_flow import submit_to_github
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def poll(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:

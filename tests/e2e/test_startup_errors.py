@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def _newer_database(tmp_path: Path) -> dict[str, str]:
     return {}
 
 
-CASES = {
+CASES: dict[str, tuple[Callable[[Path], dict[str, str]], tuple[str, ...]]] = {
     "missing sandbox user": (
         lambda _: {"MC_WORKER_USER": "no-such-user-here"},
         ("MC_WORKER_USER", "no-such-user-here", "create it"),

@@ -78,6 +78,7 @@ async def test_label_by_admin_queues_once_and_reacts(
     assert "/mc cancel" in reply
     assert "ignored: already active" in caplog.text
     await app.service.cancel(task.id, "test over")
+    assert app.runner is not None
     await app.runner.drain()
 
 
@@ -150,6 +151,7 @@ async def test_deliveries_stored_before_a_crash_are_processed_on_start(stack: St
     [task] = await tasks(stack)
     assert task.delivery_id == "lost-1" and await app.store.pending_deliveries() == []
     await app.service.cancel(task.id, "test over")
+    assert app.runner is not None
     await app.runner.drain()
 
 

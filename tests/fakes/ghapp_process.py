@@ -1,14 +1,13 @@
 """A real `python -m ghapp` child process that tests can SIGKILL, restart and inspect.
 
-Shared by the chaos and flood suites (tests/chaos/); the same shape as the helper in
-tests/e2e/test_crash_restart.py, plus what repeated kills need: a start counter, a
-log per process and a clean-up of the agents a killed process left behind.
+The one live-process fake: the e2e, chaos and cluster suites and bench/scale.py start ghapp
+through it, with a role for cluster nodes, a start counter for repeated kills, a log per
+process and a clean-up of the agents a killed process left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import signal
 import socket
 import sqlite3
@@ -19,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from ghapp.agent.claude import RUN_MARKER
+from ghapp.agent.factory import agent_instance
 from ghapp.agent.procs import kill_marked, marked_pids
 from tests.fakes.stack import eventually
 
@@ -38,11 +38,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def agent_instance(data_dir: Path) -> str:
-    """The instance tag ClaudeWorker puts in RUN_MARKER for this data directory."""
-    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
-
-
 def agent_pids(data_dir: Path) -> list[int]:
     """Live processes of the agents a ghapp of this data directory started (any depth)."""
     marker = f"{RUN_MARKER}={agent_instance(data_dir)}:"
@@ -57,8 +52,8 @@ def kill_agents(data_dir: Path) -> int:
 class GhappProcess:
     """`python -m ghapp` as a child process that a test can SIGKILL and start again."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.env, self.cwd, self.log = env, cwd, log
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path, role: str = "all") -> None:
+        self.env, self.cwd, self.log, self.role = env, cwd, log, role
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
         self.kills = 0
@@ -72,10 +67,14 @@ class GhappProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def data_dir(self) -> Path:
+        return Path(self.env["MC_DATA_DIR"])
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def start(self, within: float = 30.0) -> None:
+    async def start(self, within: float = 60.0) -> None:
         """Start the process and wait until /healthz answers 200 (or kill() ended it)."""
         assert not self.running, "ghapp is already running"
         out = self.log.open("ab")
@@ -83,6 +82,8 @@ class GhappProcess:
             sys.executable,
             "-m",
             "ghapp",
+            "--role",
+            self.role,
             env=self.env,
             cwd=self.cwd,
             stdout=out,
@@ -132,6 +133,10 @@ class GhappProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+    def kill_agents(self) -> int:
+        """SIGKILL, by pid, the agents this process started; none should outlive it."""
+        return kill_agents(self.data_dir)
 
 
 def read_db(path: Path, query: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:

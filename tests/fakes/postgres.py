@@ -14,13 +14,13 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.fakes.ghapp_process import free_port
 from tests.fakes.sandbox import _unavailable
 
 _SERVER: PgServer | None = None
@@ -37,12 +37,6 @@ def _bin_dir() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -71,7 +65,7 @@ class PgServer:
         os.chmod(root, 0o700)
         if run_as is not None:
             shutil.chown(root, run_as, run_as)
-        server = cls(root, bin_dir, _free_port(), run_as)
+        server = cls(root, bin_dir, free_port(), run_as)
         try:
             server._run(
                 "initdb",

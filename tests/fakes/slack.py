@@ -79,7 +79,8 @@ class Response:
 
     @property
     def ephemeral(self) -> bool:
-        return self.body.get("response_type", "ephemeral") == "ephemeral"
+        kind: object = self.body.get("response_type", "ephemeral")
+        return kind == "ephemeral"
 
 
 def signed_headers(body: str, secret: str = SECRET, at: float | None = None) -> dict[str, str]:

@@ -329,3 +329,31 @@ def decode(value: Any) -> Any:
         return json.loads(value)
     except (TypeError, ValueError):
         return value
+
+
+class NamingTelegram(FakeTelegram):
+    """The fake Bot API, reachable at /<caller>/bot<token>/...: it records who polled when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls: list[tuple[str, float]] = []
+
+    def api_url(self, caller: str) -> str:
+        return f"{self.url}/{caller}"
+
+    async def start(self) -> None:
+        self._changed = asyncio.Condition()
+        app = web.Application(middlewares=[self._outage])
+        app.router.add_route("*", "/{caller}/bot{token}/{method}", self._named)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await self._listen()
+
+    async def _named(self, request: web.Request) -> web.Response:
+        if request.match_info["method"] == "getUpdates":
+            self.polls.append((request.match_info["caller"], time.monotonic()))
+        return await self._dispatch(request)
+
+    def pollers(self, since: float = 0.0, until: float = float("inf")) -> set[str]:
+        """Who called getUpdates in a time window."""
+        return {who for who, at in self.polls if since <= at <= until}

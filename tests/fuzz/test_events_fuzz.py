@@ -19,10 +19,10 @@ from gidgethub import sansio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ghapp.bootstrap import build_core
 from ghapp.core.commands import NewTaskCommand, SimpleCommand
 from ghapp.core.model import GhappError, NewTask, TaskSource
-from ghapp.core.report import Reporter
-from ghapp.core.tasks import Limits, TaskService, Trigger
+from ghapp.core.tasks import Limits, Trigger
 from ghapp.github import events
 from ghapp.github.webhooks import Context, router
 from ghapp.store.sqlite import SqliteTaskStore
@@ -149,9 +149,9 @@ def rig() -> Iterator[Rig]:
     store = SqliteTaskStore(":memory:")
     runner.run(store.migrate())
     forge = MemoryForge(permissions={"Codertocat": "admin", "octocat": "write"})
-    reporter = Reporter(forge, RecordingMessenger(), PREFIX)
     clock = FakeClock()
-    service = TaskService(store, forge, reporter, clock, Limits(50.0, 5.0, MAX, PREFIX))
+    limits = Limits(50.0, 5.0, MAX, PREFIX)
+    service = build_core(store, forge, clock, limits, RecordingMessenger()).service
     for n in range(1, 21):  # pull requests ghapp opened, so PR commands reach follow-ups
         new = NewTask(TaskSource.LABEL, REPO, 1, 10_000 + n, "Codertocat", "", 5.0,
                       title=f"Task {n}", branch=f"mc/{n}-task", pr_number=n)  # fmt: skip

@@ -161,7 +161,8 @@ def test_nesting_around_the_recursion_limit(depth: int, where: str, kind: str) -
 def test_result_success_needs_every_condition(junk: Any) -> None:
     data = junk if isinstance(junk, dict) else {"result": junk}
     for key in ("subtype", "is_error", "permission_denials"):
-        for value in ("success", False, [], None, 0, "", junk):
+        values: tuple[object, ...] = ("success", False, [], None, 0, "", junk)
+        for value in values:
             res = parse_result({**data, key: value})
             if res.success:
                 assert res.subtype == "success" and res.is_error is False

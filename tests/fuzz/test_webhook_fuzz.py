@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.web import MAX_BODY, WebDeps, create_app, looks_like_object
-from tests.conftest import sign
+from tests.conftest import Client, sign
 from tests.fuzz.strategies import FIXTURES, HOSTILE_TEXT, fixture, json_values
 
 SECRET = "fuzz-secret-\u00e9"
@@ -40,7 +40,7 @@ HEADER_TEXT = st.text(
 @dataclass
 class Rig:
     loop: asyncio.Runner
-    client: TestClient
+    client: Client
     store: SqliteTaskStore
     woken: list[int] = field(default_factory=list)
     accepted: dict[str, bytes] = field(default_factory=dict)
@@ -77,7 +77,7 @@ def rig() -> Iterator[Rig]:
 
     deps = WebDeps(store, SECRET, PATH, lambda: woken.append(1), health, nothing, nothing)
 
-    async def open_client() -> TestClient:
+    async def open_client() -> Client:
         client = TestClient(TestServer(create_app(deps)))
         await client.start_server()
         return client

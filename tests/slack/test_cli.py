@@ -56,8 +56,9 @@ async def test_a_task_from_slack_runs_and_its_thread_gets_the_pr(
     task = await finished(rig, 1)
     assert task.state is TaskState.SUCCEEDED, task.failure_reason
     [pr] = [p for p in stack.github.pulls.values() if p.head == task.branch]
-    assert task.pr_url and "Requested from Slack" in pr.body and "Closes #" not in pr.body
-    await fake_slack.wait_for(lambda: any(task.pr_url in m.text for m in fake_slack.thread(parent)))
+    url = task.pr_url
+    assert url and "Requested from Slack" in pr.body and "Closes #" not in pr.body
+    await fake_slack.wait_for(lambda: any(url in m.text for m in fake_slack.thread(parent)))
     await fake_slack.wait_for(lambda: f"#{pr.number}" in parent.all_text())
     assert "succeeded" in parent.all_text() and parent.buttons() == ["mc_logs"]
     assert [m.ts for m in fake_slack.parents()] == [parent.ts]

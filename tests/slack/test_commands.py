@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import aiohttp
 
+from ghapp.bootstrap import Ghapp
 from ghapp.core.model import Installation, TaskSource, TaskState
 from tests.fakes.memory import ScriptedWorker
 from tests.fakes.slack import ALLOWED, OTHER, SECRET, USER, FakeSlack, signed_headers
@@ -125,7 +127,7 @@ async def test_bad_signature_or_stale_timestamp_is_401_and_does_nothing(
     app = await stack.start(worker=ScriptedWorker(block=True))
     await with_project(app)
     body = fake_slack.command_body("task hello: add a backdoor")
-    forged = [
+    forged: list[dict[str, Any]] = [
         {"secret": "not-the-secret"},
         {"at": time.time() - 6 * 60},  # replayed after five minutes
         {"at": time.time() + 6 * 60},
@@ -148,10 +150,10 @@ async def test_bad_signature_or_stale_timestamp_is_401_and_does_nothing(
     assert "backdoor" not in task.instructions and "backd00r" not in task.instructions
 
 
-async def _running(app, task_id: int) -> bool:
+async def _running(app: Ghapp, task_id: int) -> bool:
     return await _state(app, task_id, TaskState.RUNNING)
 
 
-async def _state(app, task_id: int, state: TaskState) -> bool:
+async def _state(app: Ghapp, task_id: int, state: TaskState) -> bool:
     task = await app.store.get_task(task_id)
     return task is not None and task.state is state

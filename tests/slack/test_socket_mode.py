@@ -48,7 +48,7 @@ async def test_commands_over_socket_mode(socket_stack: Stack, fake_slack: FakeSl
     envelope = await fake_slack.push(command(fake_slack, "status"))
     await fake_slack.wait_for(lambda: fake_slack.responses)
     assert "Nothing is running" in fake_slack.responses[0].text
-    assert envelope in [a["envelope_id"] for a in fake_slack.acks]
+    await fake_slack.wait_for(lambda: envelope in [a["envelope_id"] for a in fake_slack.acks])
     # a refusal is the ack's own payload, and nothing else is answered
     refused = await fake_slack.push(command(fake_slack, "status", OTHER))
     await fake_slack.wait_for(lambda: any(a["envelope_id"] == refused for a in fake_slack.acks))

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ghapp.core.model import TaskState
-from ghapp.core.ports import Notice
+from ghapp.core.ports import Notice, NoticeKind
 from tests.conftest import payload
 from tests.fakes.memory import ScriptedWorker
 from tests.fakes.slack import OTHER, FakeSlack
@@ -73,7 +73,7 @@ async def test_budget_notices_are_channel_messages(stack: Stack, fake_slack: Fak
     rig = SlackRig(stack, fake_slack)
     await stack.start(worker=ScriptedWorker())
     assert rig.app.slack is not None
-    await rig.app.slack.notify(Notice("budget_80", "Daily budget: $40.00 of $50.00 spent"))
+    await rig.app.slack.notify(Notice(NoticeKind.BUDGET_80, "Daily budget: $40.00 of $50.00 spent"))
     await rig.idle()
     [message] = fake_slack.messages
     assert message.thread_ts is None and "$40.00 of $50.00" in message.text
@@ -85,7 +85,7 @@ async def test_retry_after_is_honoured(stack: Stack, fake_slack: FakeSlack) -> N
     assert rig.app.slack is not None
     fake_slack.rate_limits = [1.0]
     started = time.monotonic()
-    await rig.app.slack.notify(Notice("budget_80", "Daily budget: $40.00 of $50.00 spent"))
+    await rig.app.slack.notify(Notice(NoticeKind.BUDGET_80, "Daily budget: $40.00 of $50.00 spent"))
     await rig.idle()
     [message] = fake_slack.messages
     assert message.at - started >= 1.0  # not before Retry-After

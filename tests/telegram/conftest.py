@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from ghapp.agent.logview import AgentLogReader
+from ghapp.bootstrap import Crew, build_core
 from ghapp.core.model import Installation, NewTask, Task, TaskSource
-from ghapp.core.report import Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
 from ghapp.store.sqlite import SqliteTaskStore
@@ -112,8 +112,10 @@ async def make_rig(
     forge, clock = MemoryForge({"alice": "write"}), FakeClock()
     vcs = MemoryVcs(tmp_path / "work")
     worker = ScriptedWorker(vcs)
-    reporter = Reporter(forge, _Late(), "/mc")
-    service = TaskService(store, forge, reporter, clock, Limits(10, 5, 8))
+    settings = RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05)
+    core = build_core(store, forge, clock, Limits(10, 5, 8), crew=Crew(vcs, worker, settings))
+    service, runner = core.service, core.runner
+    assert runner is not None
     bot = TelegramBot(
         fake.token,
         chats,
@@ -124,29 +126,12 @@ async def make_rig(
         secrets=(SECRET,),
         user_ids=user_ids,
     )
-    reporter.messenger = bot
-    runner = TaskRunner(
-        store,
-        forge,
-        vcs,
-        worker,
-        reporter,
-        clock,
-        RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05),
-    )
-    service.runner = runner
+    core.reporter.messenger = bot
     rig = Rig(fake, bot, store, forge, vcs, worker, clock, service, runner, tmp_path)
     if start_bot:
         await bot.start()
         await rig.connected()
     return rig
-
-
-class _Late:
-    """Placeholder messenger until the bot exists (the bot needs the service first)."""
-
-    async def notify(self, notice: object) -> None:  # pragma: no cover
-        raise AssertionError("replaced before use")
 
 
 @pytest.fixture

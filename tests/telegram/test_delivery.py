@@ -14,7 +14,7 @@ from telegram.error import BadRequest
 
 from ghapp.agent.logview import AgentLogReader
 from ghapp.core.model import TaskState
-from ghapp.core.ports import AgentOutcome, Notice
+from ghapp.core.ports import AgentOutcome, Notice, NoticeKind
 from ghapp.messaging.text import MAX_MESSAGE, units
 from ghapp.telegram.bot import TelegramBot
 from ghapp.telegram.outbox import OutboxConfig
@@ -35,7 +35,9 @@ async def test_task_life_cycle_reaches_every_allowed_chat(rig: Rig) -> None:
     await rig.run_all()
     assert "API Error: 500" in await rig.fake.wait_text(f"Task #{failed.id} failed", CHAT)
     await rig.fake.wait_text("⚠️ Daily budget: $9.50 of $10.00 spent", CHAT)
-    await rig.service.reporter.notify("merged", f"Task #{task.id}: pull request merged", task)
+    await rig.service.reporter.notify(
+        NoticeKind.MERGED, f"Task #{task.id}: pull request merged", task
+    )
     await rig.fake.wait_text(f"🎉 Task #{task.id}: pull request merged", OTHER_CHAT)
     texts = rig.fake.texts(CHAT)
     assert texts.index(next(t for t in texts if "queued" in t)) < texts.index(
@@ -55,7 +57,7 @@ async def test_budget_exhausted_and_waiting_notices(rig: Rig) -> None:
 
 async def test_long_notices_are_split_under_the_limit(rig: Rig) -> None:
     text = "\n".join(f"{i:05d} " + "é" * 90 for i in range(100))  # ~9,700 units
-    await rig.bot.notify(Notice("failed", text))
+    await rig.bot.notify(Notice(NoticeKind.FAILED, text))
     await rig.bot.outbox.idle()
     parts = rig.fake.texts(CHAT)
     assert len(parts) == 3 and all(units(p) <= MAX_MESSAGE for p in parts)
@@ -78,7 +80,7 @@ async def test_fake_edits_messages_like_the_bot_api(rig: Rig) -> None:
 async def test_429_retry_after_is_honoured(rig: Rig) -> None:
     rig.fake.flood = [1]
     started = time.monotonic()
-    await rig.bot.notify(Notice("queued", "after the flood"))
+    await rig.bot.notify(Notice(NoticeKind.QUEUED, "after the flood"))
     await rig.fake.wait_for(lambda sent: len(sent) == 2, within=5)
     assert len(rig.fake.method_calls("sendMessage")) == 3  # one refused with 429, two delivered
     assert max(s.at for s in rig.fake.sent) - started >= 0.95
@@ -90,7 +92,7 @@ async def test_messages_to_one_chat_are_paced(tmp_path: Path) -> None:
     rig = await make_rig(tmp_path, config)
     try:
         for i in range(3):
-            await rig.bot.notify(Notice("queued", f"n{i}"))
+            await rig.bot.notify(Notice(NoticeKind.QUEUED, f"n{i}"))
         await rig.bot.outbox.idle()
         times = [s.at for s in rig.fake.sent if s.chat_id == CHAT]
         assert len(times) == 3 and all(b - a >= 0.18 for a, b in itertools.pairwise(times))
@@ -146,12 +148,12 @@ async def test_undeliverable_messages_are_dropped_after_bounded_retries(
     try:
         await rig.fake.down("502")
         with caplog.at_level(logging.WARNING, logger="ghapp.telegram"):
-            await rig.bot.notify(Notice("failed", "lost forever"))
+            await rig.bot.notify(Notice(NoticeKind.FAILED, "lost forever"))
             await rig.bot.outbox.idle()
         assert rig.bot.outbox.dropped == 2
         assert "dropped a message to chat 1001: ❌ lost forever" in caplog.text
         await rig.fake.up()
-        await rig.bot.notify(Notice("queued", "found"))
+        await rig.bot.notify(Notice(NoticeKind.QUEUED, "found"))
         await rig.fake.wait_text("found", OTHER_CHAT)
         assert not any("lost" in t for t in rig.fake.texts())
     finally:
@@ -166,7 +168,7 @@ async def test_outbox_is_bounded_and_keeps_the_newest(tmp_path: Path) -> None:
         await rig.bot.start()
         started = time.monotonic()
         for i in range(10):
-            await rig.bot.notify(Notice("queued", f"n{i}"))
+            await rig.bot.notify(Notice(NoticeKind.QUEUED, f"n{i}"))
         assert time.monotonic() - started < 1.0
         await rig.fake.up()
         await rig.connected()
@@ -193,7 +195,7 @@ async def test_rejected_token_leaves_the_bot_off_and_never_logs_it(
         with caplog.at_level(logging.INFO):
             await bot.start()
             await asyncio.sleep(0.3)
-            await bot.notify(Notice("queued", "nobody hears this"))
+            await bot.notify(Notice(NoticeKind.QUEUED, "nobody hears this"))
             assert not bot.connected
             await bot.stop()
         ours = [r for r in caplog.records if not r.name.startswith("aiohttp")]
@@ -207,7 +209,7 @@ async def test_rejected_token_leaves_the_bot_off_and_never_logs_it(
 async def test_stop_is_bounded_while_telegram_is_down(rig: Rig) -> None:
     await rig.fake.down("refuse")
     await asyncio.sleep(0.2)  # polling has failed and sleeps out PTB's backoff
-    await rig.bot.notify(Notice("queued", "pending"))
+    await rig.bot.notify(Notice(NoticeKind.QUEUED, "pending"))
     started = time.monotonic()
     await rig.bot.stop()
     assert time.monotonic() - started < 5.0 and not rig.bot.connected

@@ -10,7 +10,7 @@ import pytest
 from telegram.error import BadRequest
 
 from ghapp.agent.logview import AgentLogReader
-from ghapp.core.ports import Notice
+from ghapp.core.ports import Notice, NoticeKind
 from ghapp.telegram.bot import TelegramBot
 from tests.fakes.stack import eventually
 from tests.telegram.conftest import CHAT, FAST, OTHER_CHAT, Rig
@@ -20,9 +20,9 @@ SUPERGROUP = -1001234567890
 
 async def test_a_migrated_group_gets_its_notices_in_the_new_supergroup(rig: Rig) -> None:
     rig.fake.migrated[CHAT] = SUPERGROUP
-    await rig.bot.notify(Notice("queued", "first after the upgrade"))
+    await rig.bot.notify(Notice(NoticeKind.QUEUED, "first after the upgrade"))
     await rig.fake.wait_text("first after the upgrade", SUPERGROUP)
-    await rig.bot.notify(Notice("queued", "second"))
+    await rig.bot.notify(Notice(NoticeKind.QUEUED, "second"))
     await rig.fake.wait_text("second", SUPERGROUP)
     to_old = [c for c in rig.fake.method_calls("sendMessage") if int(c["chat_id"]) == CHAT]
     assert len(to_old) == 1  # refused once, then the new id is used
@@ -35,7 +35,7 @@ async def test_a_user_who_blocked_the_bot_costs_one_try_per_message(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig.fake.blocked.add(CHAT)
-    await rig.bot.notify(Notice("queued", "only the other chat"))
+    await rig.bot.notify(Notice(NoticeKind.QUEUED, "only the other chat"))
     await rig.fake.wait_text("only the other chat", OTHER_CHAT)
     await rig.bot.outbox.idle()
     to_blocked = [c for c in rig.fake.method_calls("sendMessage") if int(c["chat_id"]) == CHAT]
@@ -45,7 +45,7 @@ async def test_a_user_who_blocked_the_bot_costs_one_try_per_message(
 
 async def test_an_unknown_chat_is_refused_once_not_retried(rig: Rig) -> None:
     rig.fake.known_chats = {OTHER_CHAT}
-    await rig.bot.notify(Notice("queued", "hello"))
+    await rig.bot.notify(Notice(NoticeKind.QUEUED, "hello"))
     await rig.fake.wait_text("hello", OTHER_CHAT)
     await rig.bot.outbox.idle()
     to_unknown = [c for c in rig.fake.method_calls("sendMessage") if int(c["chat_id"]) == CHAT]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ghapp.core.model import Task, TaskSource, TaskState
-from ghapp.core.ports import Notice
+from ghapp.core.ports import Notice, NoticeKind
 from ghapp.messaging.text import MAX_MESSAGE, cut, fit_tail, render_notice, trim, units
 from ghapp.telegram.bot import api_base
 from ghapp.telegram.render import split
@@ -62,15 +62,17 @@ def test_fit_tail_keeps_the_last_lines_that_fit() -> None:
 def test_notice_for_a_telegram_task_names_the_repo_not_a_synthetic_issue() -> None:
     task = _task()
     text = render_notice(
-        Notice("pr_opened", "Task #7: pull request https://x/pull/1 (cost $0.50)", task)
+        Notice(NoticeKind.PR_OPENED, "Task #7: pull request https://x/pull/1 (cost $0.50)", task)
     )
     assert "https://x/pull/1" in text and "$0.50" in text and "Took 3m 07s" in text
-    queued = render_notice(Notice("queued", "Task #7 queued: octo/app#-1700000000 add", task))
+    queued = render_notice(
+        Notice(NoticeKind.QUEUED, "Task #7 queued: octo/app#-1700000000 add", task)
+    )
     assert "-1700000000" not in queued and "octo/app (from Telegram)" in queued
 
 
 def test_budget_notice_without_a_task() -> None:
-    text = render_notice(Notice("budget_80", "Daily budget: $8.00 of $10.00 spent"))
+    text = render_notice(Notice(NoticeKind.BUDGET_80, "Daily budget: $8.00 of $10.00 spent"))
     assert text.startswith("⚠️") and "$8.00 of $10.00" in text
 
 

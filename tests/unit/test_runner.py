@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ghapp.bootstrap import Crew, build_core
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import AgentOutcome
-from ghapp.core.report import Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
 from ghapp.core.transitions import WAITING_FOR_BUDGET
@@ -71,22 +71,15 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     forge, clock, messenger = MemoryForge({"alice": "write"}), FakeClock(), RecordingMessenger()
     vcs = MemoryVcs(tmp_path / "work")
     worker = ScriptedWorker(vcs)
-    reporter = Reporter(forge, messenger, "/mc")
-    service = TaskService(store, forge, reporter, clock, Limits(10, 5, 10))
-    runner = TaskRunner(
-        store,
-        forge,
-        vcs,
-        worker,
-        reporter,
-        clock,
-        RunnerConfig(
-            log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05, progress_s=0.05
-        ),
-        logs=MemoryLogs(),
+    config = RunnerConfig(
+        log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05, progress_s=0.05
     )
-    service.runner = runner
-    yield Rig(store, forge, vcs, worker, messenger, clock, service, runner)
+    core = build_core(
+        store, forge, clock, Limits(10, 5, 10), messenger, Crew(vcs, worker, config, MemoryLogs())
+    )
+    runner = core.runner
+    assert runner is not None
+    yield Rig(store, forge, vcs, worker, messenger, clock, core.service, runner)
     await runner.stop()
     await store.close()
 

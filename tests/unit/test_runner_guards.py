@@ -165,7 +165,7 @@ async def test_a_worker_that_cannot_renew_stops_its_agent_before_the_lease_ends(
 ) -> None:
     lease_s = 0.6
     partition = Partition(rig.store)
-    rig.runner.store = partition  # type: ignore[assignment]
+    rig.runner.store = partition
     rig.runner.config = replace(rig.runner.config, lease_s=lease_s, cancel_poll_s=0.05)
     rig.worker.block = True
     task = await rig.queue()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ghapp.bootstrap import Crew, build_core
 from ghapp.core.gate import DEFAULT_PROTECTED, OnRed, RepoSettings, SettingsInvalid
 from ghapp.core.model import NewTask, Task, TaskSource, TaskState
 from ghapp.core.ports import AgentOutcome
-from ghapp.core.report import Reporter
 from ghapp.core.runner import RunnerConfig, TaskRunner
 from ghapp.core.tasks import Limits, TaskService
 from ghapp.store.sqlite import SqliteTaskStore
@@ -75,22 +75,12 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     vcs = MemoryVcs(tmp_path / "work")
     worker = ScriptedWorker(vcs)
     settings, checks = MemorySettings(), ScriptedChecks()
-    reporter = Reporter(forge, messenger, "/mc")
-    service = TaskService(store, forge, reporter, clock, Limits(10, 5, 10), settings)
-    runner = TaskRunner(
-        store,
-        forge,
-        vcs,
-        worker,
-        reporter,
-        clock,
-        RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05),
-        logs=MemoryLogs(),
-        settings=settings,
-        checks=checks,
-    )
-    service.runner = runner
-    yield Rig(store, forge, vcs, worker, messenger, settings, checks, service, runner)
+    config = RunnerConfig(log_dir=tmp_path / "logs", daily_budget_usd=10, cancel_poll_s=0.05)
+    crew = Crew(vcs, worker, config, MemoryLogs(), checks)
+    core = build_core(store, forge, clock, Limits(10, 5, 10), messenger, crew, settings)
+    runner = core.runner
+    assert runner is not None
+    yield Rig(store, forge, vcs, worker, messenger, settings, checks, core.service, runner)
     await runner.stop()
     await store.close()
 

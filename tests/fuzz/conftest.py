@@ -1,0 +1,15 @@
+"""Fuzz tests run without coverage: they prove robustness, and tracing doubles their time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.no_cover)
