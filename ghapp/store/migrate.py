@@ -66,7 +66,6 @@ TABLES = (
         (
             "id",
             "event",
-            "body",
             "received_at",
             "processed_at",
             "error",
@@ -76,6 +75,7 @@ TABLES = (
         ),
         "received_at, rowid",  # PostgreSQL numbers them in this order
     ),
+    Table("delivery_bodies", ("id", "body"), "id"),
     Table(
         "ledger", ("id", "day", "task_id", "attempt", "cost_usd", "booked_at"), "id", sequence="id"
     ),

@@ -11,6 +11,12 @@ from ghapp.core.transitions import lease_until
 from ghapp.store.dialect import Conn, Dialect
 from ghapp.store.rows import delivery_from_row, dt_from_db, project_from_row
 
+# Deliveries with their bodies (a pruned body is no row: the delivery reads as b"").
+WITH_BODIES = (
+    "SELECT d.id, d.event, d.received_at, d.processed_at, d.error, b.body "
+    "FROM deliveries AS d LEFT JOIN delivery_bodies AS b ON b.id = d.id"
+)
+
 
 class Records(Dialect):
     """Deliveries, installations, projects and chat threads over a dialect's connections."""
@@ -30,8 +36,8 @@ class Records(Dialect):
         """Unprocessed deliveries, oldest first."""
         async with self._read() as conn:
             found = await conn.rows(
-                "SELECT * FROM deliveries WHERE processed_at IS NULL "
-                f"ORDER BY received_at, {self.SEQ} LIMIT $1",
+                f"{WITH_BODIES} WHERE d.processed_at IS NULL "
+                f"ORDER BY d.received_at, d.{self.SEQ} LIMIT $1",
                 limit,
             )
         return [delivery_from_row(row) for row in found]
@@ -52,9 +58,9 @@ class Records(Dialect):
         """Drop the bodies of deliveries processed before `before`; ids and hashes stay."""
         async with self._tx() as conn:
             return await conn.run(
-                "UPDATE deliveries SET body = $2 WHERE processed_at < $1 AND length(body) > 0",
+                "DELETE FROM delivery_bodies WHERE id IN "
+                "(SELECT id FROM deliveries WHERE processed_at < $1)",
                 before,
-                b"",
             )
 
     async def claim_deliveries(
@@ -62,18 +68,24 @@ class Records(Dialect):
     ) -> list[Delivery]:
         """Take unprocessed deliveries nobody else holds, oldest first, until now + lease_s."""
         async with self._tx() as conn:
-            found = await conn.rows(
+            taken = await conn.rows(
                 "UPDATE deliveries SET claimed_by = $1, claimed_until = $2 WHERE id IN ("
                 "  SELECT id FROM deliveries WHERE processed_at IS NULL"
                 "  AND (claimed_until IS NULL OR claimed_until <= $3 OR claimed_by = $1)"
                 f"  ORDER BY received_at, {self.SEQ} LIMIT $4{self._locking(skip=True)}"
-                f") RETURNING *, {self.SEQ} AS seq_",
+                ") RETURNING id",
                 node,
                 lease_until(now, lease_s),
                 now,
                 limit,
             )
-        found.sort(key=lambda row: (row["received_at"], row["seq_"]))
+            if not taken:
+                return []
+            marks = ", ".join(f"${n}" for n in range(1, len(taken) + 1))
+            found = await conn.rows(
+                f"{WITH_BODIES} WHERE d.id IN ({marks}) ORDER BY d.received_at, d.{self.SEQ}",
+                *(row["id"] for row in taken),
+            )
         return [delivery_from_row(row) for row in found]
 
     async def defer_delivery(self, delivery_id: str, until: datetime, error: str) -> None:

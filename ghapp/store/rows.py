@@ -65,7 +65,7 @@ def delivery_from_row(row: Row) -> Delivery:
     return Delivery(
         id=row["id"],
         event=row["event"],
-        body=bytes(row["body"]),
+        body=bytes(row["body"] or b""),
         received_at=received,
         processed_at=dt_from_db(row["processed_at"]),
         error=row["error"],

@@ -203,6 +203,7 @@ async def test_migrate_store_copies_everything_and_checks_counts(
         "chat_threads": 1,
         "task_logs": 1,
         "deliveries": 3,
+        "delivery_bodies": 3,
         "ledger": 1,
     }
     assert any("ledger total" in line and "$1.25" in line for line in lines)

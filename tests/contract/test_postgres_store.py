@@ -43,6 +43,8 @@ async def dsn(pg: PgServer) -> AsyncIterator[str]:
 
 # the step that hashes delivery bodies
 HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])
+# the step that moves delivery bodies into a table of their own
+BODIES = next(i for i, step in enumerate(MIGRATIONS) if "delivery_bodies" in step[0])
 
 
 class TestPostgresTaskStore(TaskStoreContract):
@@ -139,6 +141,50 @@ class TestPostgresTaskStore(TaskStoreContract):
             assert await store.add_delivery("e", "issues", b"Z", T0) is True
         finally:
             await store.close()
+
+    async def test_upgrade_moves_stored_bodies_to_their_own_table(self, dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for statement in (s for step in MIGRATIONS[:BODIES] for s in step):
+                await conn.execute(statement)
+            await conn.execute("CREATE TABLE ghapp_schema (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO ghapp_schema VALUES ($1)", BODIES)
+            for delivery_id, body, processed in (
+                ("pruned", b"", at(1)),
+                ("waiting", b'{"n": 1}', None),
+                ("done", b'{"n": 2}', at(1)),
+            ):
+                await conn.execute(
+                    "INSERT INTO deliveries (id, event, body, received_at, processed_at, "
+                    "body_sha256) VALUES ($1, 'issues', $2, $3, $4, sha256($2))",
+                    delivery_id,
+                    body,
+                    T0,
+                    processed,
+                )
+        finally:
+            await conn.close()
+        store = PostgresTaskStore(dsn)
+        try:
+            await store.migrate()
+            [waiting] = await store.claim_deliveries("n1", at(2), 60)
+            assert (waiting.id, waiting.body) == ("waiting", b'{"n": 1}')
+            assert await store.add_delivery("replay", "issues", b'{"n": 2}', at(2)) is False
+            assert await store.prune_deliveries(at(2)) == 1  # "done"'s body; "pruned" had none
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'deliveries' AND column_name = 'body' "
+                "AND table_schema = current_schema()"
+            )  # claims and marks rewrite small rows only
+            assert [tuple(row) for row in await conn.fetch("SELECT id FROM delivery_bodies")] == [
+                ("waiting",)
+            ]
+        finally:
+            await conn.close()
 
     async def test_newer_schema_is_refused(self, dsn: str) -> None:
         conn = await asyncpg.connect(dsn)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ghapp.core.model import GhappError, TaskState
+from ghapp.store.rows import body_sha256
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.contract.support import PLENTY, T0, StoreFactory, at, new, queued
@@ -17,6 +18,8 @@ from tests.contract.task_store_contract import TaskStoreContract
 
 # the step that hashes delivery bodies
 HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])
+# the step that moves delivery bodies into a table of their own
+BODIES = next(i for i, step in enumerate(MIGRATIONS) if "delivery_bodies" in step[0])
 
 
 class TestSqliteTaskStore(TaskStoreContract):
@@ -115,6 +118,50 @@ class TestSqliteTaskStore(TaskStoreContract):
             assert await store.add_delivery("e", "issues", b"Z", T0) is True
         finally:
             await store.close()
+
+    async def test_upgrade_moves_stored_bodies_to_their_own_table(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True)
+        raw = sqlite3.connect(db_path, isolation_level=None)
+        raw.create_function("sha256", 1, body_sha256)
+        for statement in (s for step in MIGRATIONS[:BODIES] for s in step):
+            raw.execute(statement)
+        raw.execute(f"PRAGMA user_version = {BODIES}")
+        for delivery_id, body, processed in (
+            ("pruned", b"", "2024-05-01T12:00:01.000000+00:00"),
+            ("waiting", b'{"n": 1}', None),
+            ("done", b'{"n": 2}', "2024-05-01T12:00:01.000000+00:00"),
+        ):
+            raw.execute(
+                "INSERT INTO deliveries (id, event, body, received_at, processed_at, "
+                "body_sha256) VALUES (?, 'issues', ?, '2024-05-01T12:00:00.000000+00:00', ?, ?)",
+                (delivery_id, body, processed, body_sha256(body)),
+            )
+        raw.close()
+        store = SqliteTaskStore(db_path)
+        try:
+            await store.migrate()
+            [waiting] = await store.claim_deliveries("n1", T0, 60)
+            assert (waiting.id, waiting.body) == ("waiting", b'{"n": 1}')
+            assert await store.add_delivery("replay", "issues", b'{"n": 2}', T0) is False
+            assert await store.prune_deliveries(at(1)) == 1  # "done"'s body; "pruned" had none
+        finally:
+            await store.close()
+        raw = sqlite3.connect(db_path)
+        try:
+            columns = [row[1] for row in raw.execute("PRAGMA table_info(deliveries)")]
+            assert "body" not in columns  # claims and marks rewrite small rows only
+            assert raw.execute("SELECT id FROM delivery_bodies").fetchall() == [("waiting",)]
+        finally:
+            raw.close()
+
+    async def test_a_new_file_has_pages_a_body_fits_in(
+        self, store: SqliteTaskStore, db_path: Path
+    ) -> None:
+        raw = sqlite3.connect(db_path)
+        try:
+            assert raw.execute("PRAGMA page_size").fetchone() == (16384,)
+        finally:
+            raw.close()
 
     async def test_newer_schema_is_refused(self, db_path: Path) -> None:
         db_path.parent.mkdir(parents=True)

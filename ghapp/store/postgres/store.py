@@ -142,10 +142,16 @@ class PostgresTaskStore(LifecycleStore):
         columns = list(zip(*((i, e, b, pg_value(r)) for i, e, b, r in batch), strict=True))
         async with self._conn() as conn:
             found = await conn.fetch(
-                "INSERT INTO deliveries (id, event, body, received_at, body_sha256) "
-                "SELECT id, event, body, received_at, sha256(body) "
-                "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) "
-                "AS d(id, event, body, received_at) ON CONFLICT DO NOTHING RETURNING id",
+                "WITH d AS (SELECT id, event, body, received_at, sha256(body) AS hash "
+                "  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::timestamptz[]) "
+                "  AS u(id, event, body, received_at)), "
+                "new AS (INSERT INTO deliveries (id, event, received_at, body_sha256) "
+                "  SELECT id, event, received_at, hash FROM d "
+                "  ON CONFLICT DO NOTHING RETURNING id, body_sha256), "
+                "bodies AS (INSERT INTO delivery_bodies (id, body) "
+                "  SELECT DISTINCT ON (d.id) d.id, d.body FROM d JOIN new "
+                "  ON new.id = d.id AND new.body_sha256 = d.hash) "
+                "SELECT id FROM new",
                 *columns,
             )
         fresh = {row["id"] for row in found}

@@ -11,12 +11,12 @@ import functools
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiosqlite
 
@@ -27,7 +27,7 @@ from ghapp.store.rows import Row, body_sha256
 from ghapp.store.sqlite import schema
 
 SqlValue = str | int | float | bytes | None
-Work = list[tuple[str, tuple[SqlValue, ...]]]
+T = TypeVar("T")
 
 
 def dt_to_db(moment: datetime) -> str:
@@ -70,19 +70,48 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
-def _apply_batch(conn: sqlite3.Connection, work: Work) -> list[int]:
-    """Runs in aiosqlite's thread: one BEGIN IMMEDIATE, every statement, one COMMIT."""
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Runs in aiosqlite's thread: one BEGIN IMMEDIATE, the work, one COMMIT."""
     if conn.in_transaction:
         conn.execute("ROLLBACK")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        counts = [conn.execute(stmt, params).rowcount for stmt, params in work]
+        done = work(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return counts
+    return done
+
+
+def _insert(batch: Sequence[DeliveryItem], conn: sqlite3.Connection) -> list[bool]:
+    """Each delivery's small row, and its body only where the row is new (not a duplicate).
+
+    Hashing here, in aiosqlite's thread, keeps it off the event loop.
+    """
+    fresh = []
+    for delivery_id, event, body, received_at in batch:
+        row = (delivery_id, event, dt_to_db(received_at), body_sha256(body))
+        stored = conn.execute(_INSERT_DELIVERY, row).rowcount == 1
+        if stored:
+            conn.execute(_INSERT_BODY, (delivery_id, body))
+        fresh.append(stored)
+    return fresh
+
+
+def _mark(batch: Sequence[MarkItem], conn: sqlite3.Connection) -> list[None]:
+    """Each handled delivery's outcome (a small row: its body is elsewhere)."""
+    conn.executemany(_MARK, [_params(item) for item in batch])
+    return [None] * len(batch)
+
+
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (id, event, received_at, body_sha256) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+_INSERT_BODY = "INSERT INTO delivery_bodies (id, body) VALUES (?, ?)"
+_MARK = "UPDATE deliveries SET processed_at = ?2, error = ?3 WHERE id = ?1"
 
 
 class _Conn:
@@ -135,7 +164,7 @@ class SqliteTaskStore(LifecycleStore):
             try:
                 for pragma in schema.PRAGMAS:
                     await db.execute(pragma)
-                # Hashing a body in SQL runs in aiosqlite's thread, off the event loop.
+                # Schema step 6 hashes the bodies stored before it, in SQL.
                 await db.create_function("sha256", 1, body_sha256, deterministic=True)
             except BaseException:
                 await db.close()
@@ -193,28 +222,21 @@ class SqliteTaskStore(LifecycleStore):
         async with self._locked(snapshot=snapshot) as db:
             yield _Conn(db)
 
-    async def _batch(self, work: Work) -> list[int]:
-        """Statements of several callers in one transaction and one hop to the thread."""
+    async def _group(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Writes of several callers in one transaction and one hop to the thread."""
         async with self._lock:
             if self._db is None:
                 raise RuntimeError("SqliteTaskStore is not open: await migrate() first")
             db = self._db
             run = db._execute  # one hop into aiosqlite's thread for the batch
-            counts: list[int] = await run(_apply_batch, db._conn, work)  # type: ignore[no-untyped-call]
-        return counts
+            done: T = await run(_in_transaction, db._conn, work)  # type: ignore[no-untyped-call]
+        return done
 
     async def _insert_deliveries(self, batch: Sequence[DeliveryItem]) -> list[bool]:
-        stmt = (
-            "INSERT INTO deliveries (id, event, body, received_at, body_sha256) "
-            "VALUES (?1, ?2, ?3, ?4, sha256(?3)) ON CONFLICT DO NOTHING"
-        )
-        counts = await self._batch([(stmt, _params(item)) for item in batch])
-        return [count == 1 for count in counts]
+        return await self._group(functools.partial(_insert, batch))
 
     async def _mark_deliveries(self, batch: Sequence[MarkItem]) -> list[None]:
-        stmt = "UPDATE deliveries SET processed_at = ?2, error = ?3 WHERE id = ?1"
-        await self._batch([(stmt, _params(item)) for item in batch])
-        return [None] * len(batch)
+        return await self._group(functools.partial(_mark, batch))
 
 
 if TYPE_CHECKING:  # mypy proves the adapter satisfies the port
