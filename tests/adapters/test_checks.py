@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from ghapp.agent.checks import SandboxChecks
 from ghapp.agent.claude import SandboxConfig, agent_identity
@@ -19,7 +18,7 @@ from ghapp.agent.egress import AllowList
 from ghapp.agent.sandbox import AgentLimits, find_bwrap
 from ghapp.core.ports import Workspace
 from tests.adapters.test_claude_worker import make_task
-from tests.fakes.sandbox import require_sandbox_user
+from tests.fakes.sandbox import host_page, require_sandbox_user
 from tests.fakes.stack import shared_tmp
 
 
@@ -33,17 +32,8 @@ def root() -> Iterator[Path]:
 @pytest.fixture
 async def host_server() -> AsyncIterator[int]:
     """A page on the host's loopback: only a proxied setup command may fetch it."""
-
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(text="HOST-PAGE")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield runner.addresses[0][1]
-    await runner.cleanup()
+    async with host_page("HOST-PAGE") as port:
+        yield port
 
 
 def checks(allow: str = "") -> SandboxChecks:

@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from ghapp.agent.claude import ClaudeWorker, SandboxConfig
 from ghapp.agent.egress import AllowList
 from ghapp.agent.sandbox import AgentLimits, find_bwrap
 from ghapp.core.ports import AgentOutcome, StopReason
 from tests.adapters.test_claude_worker import RESULT, go, make_task, request
-from tests.fakes.sandbox import require_sandbox_user
+from tests.fakes.sandbox import host_page, require_sandbox_user
 from tests.fakes.stack import shared_tmp
 
 SLEEPER = "31415.9"  # a sleep no other process on the machine has on its command line
@@ -35,18 +34,8 @@ def root() -> Iterator[Path]:
 @pytest.fixture
 async def host_server() -> AsyncIterator[int]:
     """A server on the host's loopback that no agent may reach (but the proxy may, if told)."""
-
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(text="HOST-SECRET-PAGE")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield runner.addresses[0][1]
-    await runner.cleanup()
+    async with host_page("HOST-SECRET-PAGE") as port:
+        yield port
 
 
 def hostile(bindir: Path, script: str, allow: str | None = "", **limits: int) -> ClaudeWorker:

@@ -7,12 +7,15 @@ explicitly with MC_TEST_ALLOW_SKIPS=1 (never honoured under CI=true).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE_BIN = ROOT / ".tools" / "node_modules" / ".bin" / "claude"
@@ -56,3 +59,21 @@ def require_git_http_backend() -> Path:
     if not backend.exists() or shutil.which("git") is None:
         _unavailable("git http-backend not found")
     return backend
+
+
+@contextlib.asynccontextmanager
+async def host_page(text: str) -> AsyncIterator[int]:
+    """A page on the host's loopback (its port), which a sandbox reaches only through a proxy."""
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=text)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
