@@ -37,12 +37,14 @@ async def test_a_task_is_one_thread_and_its_buttons_work(
     await with_project(rig.app)
     await rig.command("task hello: tidy the README")
     parent = await rig.parent(1)
-    assert parent.buttons() == ["mc_cancel"] and "tidy the README" in parent.all_text()
+    # Queued or already started (the parent is updated in place): Cancel comes first.
+    assert parent.buttons()[0] == "mc_cancel" and "tidy the README" in parent.all_text()
     await asyncio.wait_for(worker.started.wait(), 10)
     result = {"type": "result", "subtype": "success", "is_error": False, "result": "half <done>"}
     worker.requests[0].log_path.write_text(json.dumps(result) + "\n")
     await fake_slack.wait_for(lambda: any("started" in m.text for m in fake_slack.thread(parent)))
     await fake_slack.wait_for(lambda: "running" in parent.all_text())
+    await fake_slack.wait_for(lambda: parent.buttons() == ["mc_cancel", "mc_logs"])
     # Someone in another channel cannot press it; nothing changes.
     refused = await rig.press("cancel", 1, message=parent, channel=OTHER)
     assert refused.ephemeral and "does not take commands" in refused.text
