@@ -76,3 +76,21 @@ async def leased(
 async def all_tasks(store: TaskStore) -> list[Task]:
     """Every task, whatever its state."""
     return await store.list_tasks(None, limit=1_000_000)
+
+
+async def replays_of_stored_bodies_are_duplicates(store: TaskStore) -> None:
+    """After the hashing step: deliveries a, replay-of-a (body X) and b (body Y) were stored."""
+    assert [d.id for d in await store.pending_deliveries()] == ["a", "replay-of-a", "b"]
+    assert await store.add_delivery("c", "issues", b"X", T0) is False
+    assert await store.add_delivery("d", "issues", b"Y", T0) is False
+    assert await store.add_delivery("e", "issues", b"Z", T0) is True
+
+
+async def bodies_moved_to_their_table(
+    store: TaskStore, claim_at: datetime, prune_at: datetime
+) -> None:
+    """After the bodies step: "waiting" is claimable with its body, "done"'s body is pruned."""
+    [waiting] = await store.claim_deliveries("n1", claim_at, 60)
+    assert (waiting.id, waiting.body) == ("waiting", b'{"n": 1}')
+    assert await store.add_delivery("replay", "issues", b'{"n": 2}', claim_at) is False
+    assert await store.prune_deliveries(prune_at) == 1  # "done"'s body; "pruned" had none

@@ -13,7 +13,16 @@ import pytest
 from ghapp.core.model import GhappError, TaskState
 from ghapp.store.postgres import PostgresTaskStore
 from ghapp.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from tests.contract.support import PLENTY, T0, StoreFactory, at, new, queued
+from tests.contract.support import (
+    PLENTY,
+    T0,
+    StoreFactory,
+    at,
+    bodies_moved_to_their_table,
+    new,
+    queued,
+    replays_of_stored_bodies_are_duplicates,
+)
 from tests.contract.task_store_contract import TaskStoreContract
 from tests.fakes.postgres import PgServer, require_postgres
 
@@ -135,10 +144,7 @@ class TestPostgresTaskStore(TaskStoreContract):
         store = PostgresTaskStore(dsn)
         try:
             await store.migrate()
-            assert [d.id for d in await store.pending_deliveries()] == ["a", "replay-of-a", "b"]
-            assert await store.add_delivery("c", "issues", b"X", T0) is False
-            assert await store.add_delivery("d", "issues", b"Y", T0) is False
-            assert await store.add_delivery("e", "issues", b"Z", T0) is True
+            await replays_of_stored_bodies_are_duplicates(store)
         finally:
             await store.close()
 
@@ -167,10 +173,7 @@ class TestPostgresTaskStore(TaskStoreContract):
         store = PostgresTaskStore(dsn)
         try:
             await store.migrate()
-            [waiting] = await store.claim_deliveries("n1", at(2), 60)
-            assert (waiting.id, waiting.body) == ("waiting", b'{"n": 1}')
-            assert await store.add_delivery("replay", "issues", b'{"n": 2}', at(2)) is False
-            assert await store.prune_deliveries(at(2)) == 1  # "done"'s body; "pruned" had none
+            await bodies_moved_to_their_table(store, at(2), at(2))
         finally:
             await store.close()
         conn = await asyncpg.connect(dsn)

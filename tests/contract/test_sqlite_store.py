@@ -13,7 +13,16 @@ from ghapp.core.model import GhappError, TaskState
 from ghapp.store.rows import body_sha256
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
-from tests.contract.support import PLENTY, T0, StoreFactory, at, new, queued
+from tests.contract.support import (
+    PLENTY,
+    T0,
+    StoreFactory,
+    at,
+    bodies_moved_to_their_table,
+    new,
+    queued,
+    replays_of_stored_bodies_are_duplicates,
+)
 from tests.contract.task_store_contract import TaskStoreContract
 
 # the step that hashes delivery bodies
@@ -112,10 +121,7 @@ class TestSqliteTaskStore(TaskStoreContract):
         store = SqliteTaskStore(db_path)
         try:
             await store.migrate()
-            assert [d.id for d in await store.pending_deliveries()] == ["a", "replay-of-a", "b"]
-            assert await store.add_delivery("c", "issues", b"X", T0) is False
-            assert await store.add_delivery("d", "issues", b"Y", T0) is False
-            assert await store.add_delivery("e", "issues", b"Z", T0) is True
+            await replays_of_stored_bodies_are_duplicates(store)
         finally:
             await store.close()
 
@@ -140,10 +146,7 @@ class TestSqliteTaskStore(TaskStoreContract):
         store = SqliteTaskStore(db_path)
         try:
             await store.migrate()
-            [waiting] = await store.claim_deliveries("n1", T0, 60)
-            assert (waiting.id, waiting.body) == ("waiting", b'{"n": 1}')
-            assert await store.add_delivery("replay", "issues", b'{"n": 2}', T0) is False
-            assert await store.prune_deliveries(at(1)) == 1  # "done"'s body; "pruned" had none
+            await bodies_moved_to_their_table(store, T0, at(1))
         finally:
             await store.close()
         raw = sqlite3.connect(db_path)
