@@ -10,17 +10,22 @@ Two workloads, each against both servers in this run:
   (14 KB), an `issue_comment.created` (16 KB) and a `pull_request.opened` (28 KB);
 - `ping`: the 50-byte ping of earlier figures.
 
-Every request is a new delivery: its own delivery id and its own body (a sequence number is
-added to the payload, and the body signed again), since ghapp answers a body it has seen
-before as a duplicate without storing it. Each server runs in its own process, the load
-generator in another: wrk (Debian's package, one thread, a Lua script that takes bodies and
-precomputed signatures from files) when it is installed, else an aiohttp client in this
-process, which is slower than the servers and so flatters the ratio. The real server is ghapp
-as `python -m ghapp` would build it (SQLite store, inbox, runner); none of these deliveries
-starts a task. After each run every delivery answered 2xx is looked up in the database,
-and the time the inbox then needs to process the backlog is reported: intake goes first, so
-under a flood most of that work waits in the store. Each server's CPU time per request is
-printed too: on a shared machine it varies less than requests per second.
+Every request is a new delivery: its own delivery id, a GUID as GitHub sends (random, so its
+index entries land anywhere, as in production; the run's tag is its third group), and its own
+body (a sequence number is added to the payload, and the body signed again), since ghapp
+answers a body it has seen before as a duplicate without storing it. Ids counted up from one
+flattered ghapp: each new entry went to the end of the same index pages, and the store alone
+took about a quarter more deliveries per second than with GUIDs.
+
+Each server runs in its own process, the load generator in another: wrk (Debian's package,
+one thread, a Lua script that takes bodies and precomputed signatures from files) when it is
+installed, else an aiohttp client in this process, which is slower than the servers and so
+flatters the ratio. The real server is ghapp as `python -m ghapp` would build it (SQLite
+store, inbox, runner); none of these deliveries starts a task. After each run every delivery
+answered 2xx is looked up in the database, and the time the inbox then needs to process the
+backlog is reported: intake goes first, so under a flood most of that work waits in the
+store. Each server's CPU time per request is printed too: on a shared machine it varies less
+than requests per second.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ WORKLOADS: dict[str, tuple[tuple[str, str | None], ...]] = {
 }
 # Sequence numbers of python-client loads, apart from wrk's (which count from 1).
 _BLOCKS = itertools.count(10**9, 10**7)
+RUN_TAG, WARM_TAG = "11f0", "0000"  # the third group of the run's delivery ids, and the warm-up's
 MAX_SIGNED = 400_000  # wrk requests per run with their own body; more would repeat bodies
 
 
@@ -172,7 +178,7 @@ async def load(
 
         async def worker() -> None:
             for i in counter:
-                delivery = f"{prefix}-{i}"
+                delivery = guid(prefix, first + i)
                 event, body, sig = signed(kinds, first + i)
                 headers = {
                     "Content-Type": "application/json",
@@ -194,6 +200,11 @@ async def load(
     return elapsed, latencies, statuses, accepted
 
 
+def guid(tag: str, n: int) -> str:
+    """A delivery id shaped like GitHub's: random in front, the run's tag in the middle."""
+    return f"{os.urandom(6).hex()[:8]}-{os.urandom(2).hex()}-{tag}-{os.urandom(2).hex()}-{n:012x}"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -204,7 +215,8 @@ local function slurp(path)
   local f = assert(io.open(path, "rb")); local s = f:read("*a"); f:close(); return s
 end
 function init(args)
-  prefix = args[1] .. "-"; counter = 0
+  tag = args[1]; counter = 0
+  math.randomseed(os.time())
   kinds = tonumber(args[3]); events, heads, tails, sigs = {}, {}, {}, {}
   for k = 1, kinds do
     events[k] = args[3 + k]
@@ -220,7 +232,9 @@ function request()
   local n = (counter - 1) % #sigs + 1
   local k = (n - 1) % kinds + 1
   wrk.headers["X-GitHub-Event"] = events[k]
-  wrk.headers["X-GitHub-Delivery"] = prefix .. counter
+  wrk.headers["X-GitHub-Delivery"] = string.format("%04x%04x-%04x-%s-%04x-%012x",
+    math.random(0, 65535), math.random(0, 65535), math.random(0, 65535), tag,
+    math.random(0, 65535), counter)
   wrk.headers["X-Hub-Signature-256"] = sigs[n]
   return wrk.format(nil, nil, nil, heads[k] .. string.format("%010d", n) .. tails[k])
 end
@@ -296,10 +310,10 @@ def stored(data: Path, prefix: str, pending: bool = False) -> int:
     """Deliveries of this run that reached ghapp's database (or of those, the unprocessed)."""
     db = sqlite3.connect(data / "ghapp.sqlite3")
     try:
-        query = "SELECT COUNT(*) FROM deliveries WHERE id LIKE ?"
+        query = "SELECT COUNT(*) FROM deliveries WHERE id LIKE ?"  # a scan: the tag is inside
         if pending:
             query += " AND processed_at IS NULL"
-        return int(db.execute(query, (prefix + "-%",)).fetchone()[0])
+        return int(db.execute(query, (f"%-{prefix}-%",)).fetchone()[0])
     finally:
         db.close()
 
@@ -326,10 +340,10 @@ async def measure(
         else:
             cmd, env = [sys.executable, "-m", "ghapp"], real_env(port, data)
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=data)
-        prefix = f"run-{kind}-{workload}"
+        prefix = RUN_TAG
         try:
             await wait_up(port)
-            await load(port, 500, concurrency, "warm", workload)
+            await load(port, 500, concurrency, WARM_TAG, workload)
             cpu_before = cpu_s(proc.pid)
             if use_wrk:
                 result = await load_wrk(port, seconds, concurrency, prefix, workload)

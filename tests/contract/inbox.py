@@ -42,6 +42,24 @@ class InboxContract:
         await asyncio.gather(*(store.mark_delivery(d, at(1)) for d in accepted))
         assert await store.pending_deliveries() == []
 
+    async def test_a_burst_keeps_the_first_of_each_id_and_refuses_replays(
+        self, store: TaskStore
+    ) -> None:
+        assert await store.add_delivery("old", "issues", b"old body", T0) is True
+        burst = [(f"d-{i}", f"body {i}".encode()) for i in range(450)]  # over several statements
+        burst[10] = ("d-9", b"another body")  # a repeated id: its first row and body stand
+        burst[250] = ("d-3", b"body 3")  # a redelivery far apart in the same burst
+        burst[420] = ("replay", b"old body")  # a stored body under a new id
+        results = await asyncio.gather(
+            *(store.add_delivery(d, "issues", body, at(1)) for d, body in burst)
+        )
+        refused = {i for i, ok in enumerate(results) if not ok}
+        assert refused == {10, 250, 420}
+        stored = {d.id: d.body for d in await store.pending_deliveries(limit=1000)}
+        assert len(stored) == 448 and "replay" not in stored
+        assert stored["d-9"] == b"body 9" and stored["d-3"] == b"body 3"
+        assert stored["d-449"] == b"body 449" and stored["old"] == b"old body"
+
     async def test_pending_deliveries_oldest_first_until_marked(self, store: TaskStore) -> None:
         for delivery_id, minutes in (("late", 9), ("early", 1), ("middle", 5)):
             body = b"\x00\xff" if delivery_id == "late" else delivery_id.encode()
