@@ -6,6 +6,10 @@ egress proxy are unix sockets that ghapp serves; this bridges each to a loopback
 the CLI and package tools speak TCP. When the CLI exits, so does this, and with it the
 sandbox's PID namespace: nothing the agent started outlives the attempt.
 
+It also holds a connection to the first bridge's socket as a lifeline: if ghapp dies, even in
+the instant before bwrap's --die-with-parent is armed, the connection ends and the socket then
+refuses, so this ends the CLI and the sandbox with it (and never starts a CLI without ghapp).
+
 usage: relay.py [--limit NAME=N]... [--bridge PORT=SOCKET]... -- COMMAND...
 """
 
@@ -16,6 +20,7 @@ import resource
 import signal
 import sys
 
+GHAPP_GONE = 125  # exit status when ghapp died (or was gone before the CLI could start)
 LIMITS = {
     "nproc": resource.RLIMIT_NPROC,
     "nofile": resource.RLIMIT_NOFILE,
@@ -50,6 +55,29 @@ def _bridge(path: str):  # type: ignore[no-untyped-def]
     return serve
 
 
+GONE = (ConnectionRefusedError, FileNotFoundError)  # nobody listens: ghapp died
+
+
+async def lifeline(path: str) -> None:
+    """Return once ghapp is gone: a connection ended and a new one refused (an idle connection
+    ghapp closed while alive, or a full backlog, is tried again)."""
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+        except GONE:
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        try:
+            while await reader.read(1 << 12):
+                pass
+        except OSError:
+            pass
+        writer.close()
+        await asyncio.sleep(0.1)  # closed while ghapp lives: open again, without spinning
+
+
 async def main(argv: list[str]) -> int:
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1 :]
@@ -64,13 +92,27 @@ async def main(argv: list[str]) -> int:
         await asyncio.start_server(_bridge(path), "127.0.0.1", port, backlog=4096)
         for port, path in bridges
     ]
+    if bridges:
+        try:  # ghapp is there before the CLI starts, or no CLI starts
+            _, first = await asyncio.open_unix_connection(bridges[0][1])
+            first.close()
+        except GONE:
+            return GHAPP_GONE
+        except OSError:
+            pass  # there, but busy: the lifeline tries again
     proc = await asyncio.create_subprocess_exec(*command)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, proc.send_signal, sig)
-    code = await proc.wait()
+    ended = asyncio.ensure_future(proc.wait())
+    watched = [ended] + ([asyncio.ensure_future(lifeline(bridges[0][1]))] if bridges else [])
+    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.close()
+    if not ended.done():  # ghapp is gone: this exits, and the namespace's processes with it
+        proc.kill()
+        return GHAPP_GONE
+    code = ended.result()
     return code if code >= 0 else 128 - code
 
 
