@@ -28,10 +28,19 @@ print(json.dumps({"net": net, "pids": len(pids), "ghapp": ghapp_pid in pids,
 """
 
 
+def _unix_listener(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen()
+    os.chmod(path, 0o666)
+    return sock
+
+
 def prove(bwrap: str, identity: Identity, data_dir: Path) -> list[Check]:
     """Run INSIDE in a sandbox like an attempt's; one line per property."""
     base = Path(tempfile.mkdtemp(prefix="ghapp-check-"))
     listener = socket.socket()
+    serving: list[socket.socket] = []
     try:
         os.chmod(base, 0o711)
         checkout, home = base / "repo", base / "home"
@@ -42,6 +51,8 @@ def prove(bwrap: str, identity: Identity, data_dir: Path) -> list[Check]:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         jail = Jail.open(identity, checkout, home, bwrap, sandbox.AgentLimits(), (), None, "")
+        for name in jail.bridges:  # ghapp's ends, as in an attempt: the relay needs them alive
+            serving.append(_unix_listener(jail.socket(name)))
         port = str(listener.getsockname()[1])
         command = [sandbox.SYSTEM_PYTHON, "-I", "-S", "-c", INSIDE, port, str(os.getpid())]
         env = {"PATH": "/usr/bin:/bin", "HOME": sandbox.INSIDE_HOME, "LANG": "C.UTF-8"}
@@ -57,7 +68,8 @@ def prove(bwrap: str, identity: Identity, data_dir: Path) -> list[Check]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [("sandbox", False, f"could not start one: {exc}")]
     finally:
-        listener.close()
+        for sock in (listener, *serving):
+            sock.close()
         shutil.rmtree(base, ignore_errors=True)
     try:
         seen = json.loads(done.stdout.decode().strip().splitlines()[-1])
