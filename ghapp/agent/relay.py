@@ -55,20 +55,25 @@ def _bridge(path: str):  # type: ignore[no-untyped-def]
     return serve
 
 
-GONE = (ConnectionRefusedError, FileNotFoundError)  # nobody listens: ghapp died
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def lifeline(path: str) -> None:
-    """Return once ghapp is gone: a connection ended and a new one refused (an idle connection
-    ghapp closed while alive, or a full backlog, is tried again)."""
+async def _reach(path: str) -> Conn | None:
+    """A connection to ghapp's socket; None once nobody listens there (ghapp died)."""
     while True:
         try:
-            reader, writer = await asyncio.open_unix_connection(path)
-        except GONE:
-            return
-        except OSError:
+            return await asyncio.open_unix_connection(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except OSError:  # a full backlog: ghapp is there, busy
             await asyncio.sleep(0.1)
-            continue
+
+
+async def lifeline(path: str, conn: Conn | None) -> None:
+    """Return once ghapp is gone: a connection ended and a new one refused (an idle connection
+    ghapp closed while alive is opened again)."""
+    while conn is not None:
+        reader, writer = conn
         try:
             while await reader.read(1 << 12):
                 pass
@@ -76,6 +81,7 @@ async def lifeline(path: str) -> None:
             pass
         writer.close()
         await asyncio.sleep(0.1)  # closed while ghapp lives: open again, without spinning
+        conn = await _reach(path)
 
 
 async def main(argv: list[str]) -> int:
@@ -92,21 +98,18 @@ async def main(argv: list[str]) -> int:
         await asyncio.start_server(_bridge(path), "127.0.0.1", port, backlog=4096)
         for port, path in bridges
     ]
-    if bridges:
-        try:  # ghapp is there before the CLI starts, or no CLI starts
-            _, first = await asyncio.open_unix_connection(bridges[0][1])
-            first.close()
-        except GONE:
+    watched = []
+    if bridges:  # ghapp is there before the CLI starts, or no CLI starts
+        first = await _reach(bridges[0][1])
+        if first is None:
             return GHAPP_GONE
-        except OSError:
-            pass  # there, but busy: the lifeline tries again
+        watched.append(asyncio.ensure_future(lifeline(bridges[0][1], first)))
     proc = await asyncio.create_subprocess_exec(*command)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, proc.send_signal, sig)
     ended = asyncio.ensure_future(proc.wait())
-    watched = [ended] + ([asyncio.ensure_future(lifeline(bridges[0][1]))] if bridges else [])
-    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([ended, *watched], return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.close()
     if not ended.done():  # ghapp is gone: this exits, and the namespace's processes with it
