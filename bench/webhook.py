@@ -158,7 +158,7 @@ async def load(
     port: int,
     total: int,
     concurrency: int,
-    prefix: str,
+    tag: str,
     workload: str = "ping",
     first: int | None = None,
 ) -> tuple[float, list[float], dict[int, int], list[str]]:
@@ -178,7 +178,7 @@ async def load(
 
         async def worker() -> None:
             for i in counter:
-                delivery = guid(prefix, first + i)
+                delivery = guid(tag, first + i)
                 event, body, sig = signed(kinds, first + i)
                 headers = {
                     "Content-Type": "application/json",
@@ -202,7 +202,7 @@ async def load(
 
 def guid(tag: str, n: int) -> str:
     """A delivery id shaped like GitHub's: random in front, the run's tag in the middle."""
-    return f"{os.urandom(6).hex()[:8]}-{os.urandom(2).hex()}-{tag}-{os.urandom(2).hex()}-{n:012x}"
+    return f"{os.urandom(4).hex()}-{os.urandom(2).hex()}-{tag}-{os.urandom(2).hex()}-{n:012x}"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -266,7 +266,7 @@ def wrk_files(directory: Path, workload: str, count: int) -> list[str]:
 
 
 async def load_wrk(
-    port: int, seconds: int, concurrency: int, prefix: str, workload: str = "ping"
+    port: int, seconds: int, concurrency: int, tag: str, workload: str = "ping"
 ) -> dict[str, float]:
     """wrk for `seconds`, one thread; returns requests, rps, p50, p99 (ms) and errors."""
     with tempfile.TemporaryDirectory(prefix="ghapp-wrk-") as tmp:
@@ -280,7 +280,7 @@ async def load_wrk(
             f"{tmp}/script.lua",
             f"http://127.0.0.1:{port}{PATH}",
             "--",
-            prefix,
+            tag,
             tmp,
             str(len(events)),
             *events,
@@ -306,23 +306,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stored(data: Path, prefix: str, pending: bool = False) -> int:
+def stored(data: Path, tag: str, pending: bool = False) -> int:
     """Deliveries of this run that reached ghapp's database (or of those, the unprocessed)."""
     db = sqlite3.connect(data / "ghapp.sqlite3")
     try:
         query = "SELECT COUNT(*) FROM deliveries WHERE id LIKE ?"  # a scan: the tag is inside
         if pending:
             query += " AND processed_at IS NULL"
-        return int(db.execute(query, (f"%-{prefix}-%",)).fetchone()[0])
+        return int(db.execute(query, (f"%-{tag}-%",)).fetchone()[0])
     finally:
         db.close()
 
 
-async def drained(data: Path, prefix: str, within: float = 120.0) -> float:
+async def drained(data: Path, tag: str, within: float = 120.0) -> float:
     """Seconds until the inbox has processed every delivery of the run (the deferred work)."""
     start = time.monotonic()
     while time.monotonic() - start < within:
-        if not stored(data, prefix, pending=True):
+        if not stored(data, tag, pending=True):
             return time.monotonic() - start
         await asyncio.sleep(0.1)
     return math.inf
@@ -340,17 +340,16 @@ async def measure(
         else:
             cmd, env = [sys.executable, "-m", "ghapp"], real_env(port, data)
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=data)
-        prefix = RUN_TAG
         try:
             await wait_up(port)
             await load(port, 500, concurrency, WARM_TAG, workload)
             cpu_before = cpu_s(proc.pid)
             if use_wrk:
-                result = await load_wrk(port, seconds, concurrency, prefix, workload)
+                result = await load_wrk(port, seconds, concurrency, RUN_TAG, workload)
             else:
                 total = seconds * 500
                 elapsed, lat, statuses, _ = await load(
-                    port, total, concurrency, prefix, workload, first=1
+                    port, total, concurrency, RUN_TAG, workload, first=1
                 )
                 ok = sum(n for status, n in statuses.items() if status < 400)
                 result = {
@@ -362,13 +361,13 @@ async def measure(
                 }
             result["cpu_ms"] = (cpu_s(proc.pid) - cpu_before) * 1000 / max(result["requests"], 1)
             if kind == "real":
-                result["backlog"] = float(stored(data, prefix, pending=True))
-                result["drain_s"] = await drained(data, prefix)
+                result["backlog"] = float(stored(data, RUN_TAG, pending=True))
+                result["drain_s"] = await drained(data, RUN_TAG)
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 30)
         if kind == "real":
-            result["stored"] = float(stored(data, prefix))
+            result["stored"] = float(stored(data, RUN_TAG))
     return result
 
 

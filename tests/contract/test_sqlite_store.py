@@ -25,6 +25,7 @@ from tests.contract.support import (
     replays_of_stored_bodies_are_duplicates,
 )
 from tests.contract.task_store_contract import TaskStoreContract
+from tests.fakes.ghapp_process import read_db
 
 # the step that hashes delivery bodies
 HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])
@@ -40,14 +41,6 @@ async def _burst(store: SqliteTaskStore, start: int, count: int) -> None:
             for i in range(start, start + count)
         )
     )
-
-
-def _count(path: Path) -> int:
-    raw = sqlite3.connect(path)
-    try:
-        return int(raw.execute("SELECT COUNT(*) FROM delivery_bodies").fetchone()[0])
-    finally:
-        raw.close()
 
 
 class TestSqliteTaskStore(TaskStoreContract):
@@ -132,7 +125,7 @@ class TestSqliteTaskStore(TaskStoreContract):
             await _burst(store, start, 40)
         wal = db_path.with_name(db_path.name + "-wal").stat().st_size
         assert wal < 28 * 2**20, wal  # 1000 pages of 16 KiB, and the burst that crossed them
-        assert _count(db_path) == 2400
+        assert read_db(db_path, "SELECT COUNT(*) AS n FROM delivery_bodies")[0]["n"] == 2400
 
     async def test_upgrade_hashes_stored_bodies_so_their_replays_are_duplicates(
         self, db_path: Path
