@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -94,9 +95,15 @@ async def _take_in(request: web.Request, deps: WebDeps) -> web.Response:
     if not looks_like_object(body):
         return _error(400, "body must be a JSON object")
     if not await deps.store.add_delivery(delivery, event, body, utcnow()):
-        return web.json_response({"status": "duplicate", "delivery": delivery}, status=200)
+        return _answer(200, b"duplicate", delivery)
     deps.on_stored()
-    return web.json_response({"status": "accepted", "delivery": delivery}, status=202)
+    return _answer(202, b"accepted", delivery)
+
+
+def _answer(status: int, word: bytes, delivery: str) -> web.Response:
+    """json_response's bytes for every delivery, without its encoder round per request."""
+    body = b'{"status": "%s", "delivery": %s}' % (word, json.dumps(delivery).encode())
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
