@@ -3,7 +3,7 @@ another core, not under the event loop's GIL, and a checkpoint's fsync never sta
 
 Started by offload.py with the database's path, it reads batches on stdin and answers each, in
 order, on stdout; it ends when stdin does (ghapp closed it or died), never on a signal, so a
-batch it began is committed or rolled back, never cut.
+batch it began is committed or rolled back, never cut. Imports stay light: it starts quickly.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from ghapp.store.rows import body_sha256
-from ghapp.store.sqlite import schema
 
 T = TypeVar("T")
 
@@ -28,6 +27,7 @@ FIELDS = struct.Struct("!HHHI")  # lengths of a delivery's id, event, received_a
 OK, FAILED = b"\0", b"\1"  # a reply's first byte: one 0/1 per delivery follows, or an error
 WriteRow = tuple[str, str, str, bytes]  # id, event, received_at as stored, body
 
+BUSY_TIMEOUT_S = 5.0
 # The WAL is copied into the database after every batch by a thread of its own; past this
 # many pages the writer waits for a full checkpoint, so the file stays bounded.
 CHECKPOINT_RESTART_PAGES = 2000
@@ -44,10 +44,10 @@ def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection) -> list[bool]:
     fresh = []
     for delivery_id, event, received_at, body in rows:
         row = (delivery_id, event, received_at, body_sha256(body))
-        new = conn.execute(INSERT_DELIVERY, row).rowcount == 1
-        if new:
+        stored = conn.execute(INSERT_DELIVERY, row)
+        if stored.rowcount == 1:
             conn.execute(INSERT_BODY, (delivery_id, body))
-        fresh.append(new)
+        fresh.append(stored.rowcount == 1)
     return fresh
 
 
@@ -104,9 +104,10 @@ def encode_reply(fresh: Sequence[bool] | None, error: str = "") -> bytes:
 
 def connect(path: str) -> sqlite3.Connection:
     """A connection with the store's settings; the schema is already there (ghapp made it)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=schema.BUSY_TIMEOUT_MS / 1000)
-    for pragma in schema.PRAGMAS:
-        conn.execute(pragma).fetchall()
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
