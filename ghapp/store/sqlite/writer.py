@@ -30,7 +30,7 @@ WriteRow = tuple[str, str, str, bytes]  # id, event, received_at as stored, body
 BUSY_TIMEOUT_S = 5.0
 # The WAL is copied into the database after every batch by a thread of its own; past this
 # many pages the writer waits for a full checkpoint, so the file stays bounded.
-CHECKPOINT_RESTART_PAGES = 2000
+CHECKPOINT_RESTART_PAGES = 1000
 
 INSERT_DELIVERY = (
     "INSERT INTO deliveries (id, event, received_at, body_sha256) VALUES (?, ?, ?, ?) "
