@@ -46,8 +46,6 @@ async def _burst(store: SqliteTaskStore, start: int, count: int) -> None:
 class TestSqliteTaskStore(TaskStoreContract):
     """Runs every contract test on a fresh SQLite file per test."""
 
-    WRITER_PROCESS = False  # deliveries written in this process (tests, tools, workers)
-
     @pytest.fixture
     def db_path(self, tmp_path: Path) -> Path:
         return tmp_path / "data" / "ghapp.sqlite3"
@@ -57,7 +55,7 @@ class TestSqliteTaskStore(TaskStoreContract):
         opened: list[SqliteTaskStore] = []
 
         async def factory() -> SqliteTaskStore:
-            store = SqliteTaskStore(db_path, writer_process=self.WRITER_PROCESS)
+            store = SqliteTaskStore(db_path)
             await store.migrate()
             opened.append(store)
             return store
@@ -248,9 +246,3 @@ class TestSqliteTaskStore(TaskStoreContract):
                 )
         finally:
             raw.close()
-
-
-class TestSqliteWriterProcess(TestSqliteTaskStore):
-    """The same, with deliveries written by a child process (as a webhook server does)."""
-
-    WRITER_PROCESS = True
