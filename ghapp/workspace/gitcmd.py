@@ -170,7 +170,10 @@ class Git:
         )
         limit = self._net_timeout if network else self._local_timeout
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), limit)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns a result that lands with
+            # a cancel and swallows the cancel; a stopping runner then waited on its job for ever.
+            async with asyncio.timeout(limit):
+                out, err = await proc.communicate()
         except TimeoutError:
             _kill_group(proc.pid)
             await proc.wait()
