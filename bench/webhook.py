@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -301,9 +302,19 @@ async def load_wrk(
 
 
 def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds a process (all its threads) has used so far."""
+    """CPU seconds a process, its threads and its children (ghapp's delivery writer) used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # with reaped children
+    kids = {
+        int(kid)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for kid in (task / "children").read_text().split()
+    }
+    total = own
+    for kid in kids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it just ended
+            total += cpu_s(kid)
+    return total
 
 
 def stored(data: Path, tag: str, pending: bool = False) -> int:

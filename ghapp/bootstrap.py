@@ -141,11 +141,12 @@ def store_pacer(
     return pace
 
 
-def open_store(settings: Settings) -> TaskStore:
-    """The store DATABASE_URL names: PostgreSQL for a cluster, else the embedded SQLite."""
+def open_store(settings: Settings, intake: bool = False) -> TaskStore:
+    """The store DATABASE_URL names: PostgreSQL for a cluster, else the embedded SQLite
+    (whose deliveries a child process writes where this process takes webhooks in)."""
     if settings.is_postgres:
         return PostgresTaskStore(settings.database_url)
-    return SqliteTaskStore(settings.sqlite_path)
+    return SqliteTaskStore(settings.sqlite_path, writer_process=intake)
 
 
 def caps(settings: Settings) -> Caps:
@@ -175,7 +176,7 @@ def build(
         raise ValueError("APP_ID and PRIVATE_KEY are required to run the GitHub App")
     prepare_data_dir(settings.data_dir)
     clock = SystemClock()
-    store = open_store(settings)
+    store = open_store(settings, intake=role.serves_webhooks)
     git = GitWorkspace(settings.data_dir, settings.worker_user)  # may refuse: before the session
     log_reader = AgentLogReader(store)
     session = aiohttp.ClientSession()

@@ -14,7 +14,7 @@ from ghapp.core.model import TaskState
 from ghapp.store.sqlite import SqliteTaskStore
 from tests.conftest import payload
 from tests.fakes.anthropic import ScriptedAnthropic
-from tests.fakes.ghapp_process import GhappProcess, alive, free_port
+from tests.fakes.ghapp_process import GhappProcess, alive, free_port, writer_pids
 from tests.fakes.sandbox import require_claude, require_sandbox_user
 from tests.fakes.stack import REPO, Stack, close_stack, eventually, ghapp_env, make_stack
 
@@ -55,8 +55,11 @@ async def test_sigkill_during_the_agent_run_then_restart(
     marker = f"{RUN_MARKER}={agent_instance(stack.settings.data_dir)}:"
     agents = marked_pids(marker, None, prefix=True)
     assert agents, "the agent should be running"
+    assert ghapp.proc is not None
+    writers = writer_pids(ghapp.proc.pid)
+    assert len(writers) == 1, "deliveries are written by one child process"
     await ghapp.kill()  # the main process only: its sandbox must take every agent with it
-    await eventually(lambda: not [p for p in agents if alive(p)], within=5)
+    await eventually(lambda: not [p for p in agents + writers if alive(p)], within=5)
     assert not [p for p in marked_pids(marker, None, prefix=True) if alive(p)]
 
     await ghapp.start()

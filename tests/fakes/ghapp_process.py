@@ -49,6 +49,20 @@ def kill_agents(data_dir: Path) -> int:
     return kill_marked(f"{RUN_MARKER}={agent_instance(data_dir)}:", None, prefix=True)
 
 
+def writer_pids(parent: int) -> list[int]:
+    """Live delivery writers (ghapp/store/sqlite/writer.py) that process `parent` started."""
+    found = []
+    for task in Path(f"/proc/{parent}/task").glob("*"):
+        for kid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{kid}/cmdline").read_bytes()
+            except OSError:
+                continue  # it just ended
+            if b"ghapp.store.sqlite.writer" in cmdline and alive(int(kid)):
+                found.append(int(kid))
+    return found
+
+
 class GhappProcess:
     """`python -m ghapp` as a child process that a test can SIGKILL and start again."""
 

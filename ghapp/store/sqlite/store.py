@@ -25,6 +25,8 @@ from ghapp.store.dialect import DeliveryItem, MarkItem
 from ghapp.store.lifecycle import LifecycleStore
 from ghapp.store.rows import Row, body_sha256
 from ghapp.store.sqlite import schema
+from ghapp.store.sqlite.offload import WriterProcess
+from ghapp.store.sqlite.writer import in_transaction, insert
 
 SqlValue = str | int | float | bytes | None
 T = TypeVar("T")
@@ -70,47 +72,12 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    """Runs in aiosqlite's thread: one BEGIN IMMEDIATE, the work, one COMMIT."""
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        done = work(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return done
-
-
-def _insert(batch: Sequence[DeliveryItem], conn: sqlite3.Connection) -> list[bool]:
-    """Each delivery's small row, and its body only where the row is new (not a duplicate).
-
-    Hashing here, in aiosqlite's thread, keeps it off the event loop.
-    """
-    fresh = []
-    for delivery_id, event, body, received_at in batch:
-        row = (delivery_id, event, dt_to_db(received_at), body_sha256(body))
-        stored = conn.execute(_INSERT_DELIVERY, row).rowcount == 1
-        if stored:
-            conn.execute(_INSERT_BODY, (delivery_id, body))
-        fresh.append(stored)
-    return fresh
-
-
 def _mark(batch: Sequence[MarkItem], conn: sqlite3.Connection) -> list[None]:
     """Each handled delivery's outcome (a small row: its body is elsewhere)."""
     conn.executemany(_MARK, [_params(item) for item in batch])
     return [None] * len(batch)
 
 
-_INSERT_DELIVERY = (
-    "INSERT INTO deliveries (id, event, received_at, body_sha256) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
-_INSERT_BODY = "INSERT INTO delivery_bodies (id, body) VALUES (?, ?)"
 _MARK = "UPDATE deliveries SET processed_at = ?2, error = ?3 WHERE id = ?1"
 
 
@@ -145,11 +112,15 @@ class SqliteTaskStore(LifecycleStore):
 
     CONFLICT = (sqlite3.IntegrityError,)
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, writer_process: bool = False) -> None:
+        """`writer_process`: deliveries are written by a child process (the web role's choice:
+        intake then runs beside the event loop, not under its GIL)."""
         self._path = str(path)
+        self._writer = WriterProcess(self._path) if writer_process else None
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._adds = Batcher(self._insert_deliveries)
+        # The child holds the next batch while it commits one: it never waits for answers to go.
+        self._adds = Batcher(self._insert_deliveries, depth=2 if writer_process else 1)
         self._marks = Batcher(self._mark_deliveries)
 
     async def migrate(self) -> None:
@@ -172,9 +143,13 @@ class SqliteTaskStore(LifecycleStore):
             self._db = db
         async with self._locked(write=True) as db:
             await schema.apply_migrations(db)
+        if self._writer is not None:
+            await self._writer.start()  # after the schema: it writes into it
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
+        if self._writer is not None:
+            await self._writer.close()
         db, self._db = self._db, None
         if db is not None:
             async with self._lock:
@@ -229,11 +204,14 @@ class SqliteTaskStore(LifecycleStore):
                 raise RuntimeError("SqliteTaskStore is not open: await migrate() first")
             db = self._db
             run = db._execute  # one hop into aiosqlite's thread for the batch
-            done: T = await run(_in_transaction, db._conn, work)  # type: ignore[no-untyped-call]
+            done: T = await run(in_transaction, db._conn, work)  # type: ignore[no-untyped-call]
         return done
 
     async def _insert_deliveries(self, batch: Sequence[DeliveryItem]) -> list[bool]:
-        return await self._group(functools.partial(_insert, batch))
+        rows = [(id_, event, dt_to_db(at), body) for id_, event, body, at in batch]
+        if self._writer is not None:
+            return await self._writer.write(rows)
+        return await self._group(functools.partial(insert, rows))
 
     async def _mark_deliveries(self, batch: Sequence[MarkItem]) -> list[None]:
         return await self._group(functools.partial(_mark, batch))

@@ -1,0 +1,152 @@
+"""The delivery writer: a child process, so intake's SQLite work and WAL checkpoints run on
+another core, not under the event loop's GIL, and a checkpoint's fsync never stalls a commit.
+
+Started by offload.py with the database's path, it reads batches on stdin and answers each, in
+order, on stdout; it ends when stdin does (ghapp closed it or died), never on a signal, so a
+batch it began is committed or rolled back, never cut.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sqlite3
+import struct
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import BinaryIO, TypeVar
+
+from ghapp.store.rows import body_sha256
+from ghapp.store.sqlite import schema
+
+T = TypeVar("T")
+
+COUNT = struct.Struct("!I")  # a batch's number of deliveries; a reply's length
+FIELDS = struct.Struct("!HHHI")  # lengths of a delivery's id, event, received_at and body
+OK, FAILED = b"\0", b"\1"  # a reply's first byte: one 0/1 per delivery follows, or an error
+WriteRow = tuple[str, str, str, bytes]  # id, event, received_at as stored, body
+
+# The WAL is copied into the database after every batch by a thread of its own; past this
+# many pages the writer waits for a full checkpoint, so the file stays bounded.
+CHECKPOINT_RESTART_PAGES = 2000
+
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (id, event, received_at, body_sha256) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+INSERT_BODY = "INSERT INTO delivery_bodies (id, body) VALUES (?, ?)"
+
+
+def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection) -> list[bool]:
+    """Each delivery's small row, and its body only where the row is new (not a duplicate)."""
+    fresh = []
+    for delivery_id, event, received_at, body in rows:
+        row = (delivery_id, event, received_at, body_sha256(body))
+        new = conn.execute(INSERT_DELIVERY, row).rowcount == 1
+        if new:
+            conn.execute(INSERT_BODY, (delivery_id, body))
+        fresh.append(new)
+    return fresh
+
+
+def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """One BEGIN IMMEDIATE, the work, one COMMIT; nothing of failed work stays."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return done
+
+
+def encode_batch(rows: Sequence[WriteRow]) -> bytes:
+    """One batch as the child reads it: a count, then each delivery's lengths and bytes."""
+    parts = [COUNT.pack(len(rows))]
+    for delivery_id, event, received_at, body in rows:
+        texts = delivery_id.encode(), event.encode(), received_at.encode()
+        parts.append(FIELDS.pack(*map(len, texts), len(body)))
+        parts.extend(texts)
+        parts.append(body)
+    return b"".join(parts)
+
+
+def read_batch(stream: BinaryIO) -> list[WriteRow] | None:
+    """The next batch, or None at the end of the stream (a cut batch is no batch)."""
+    head = stream.read(COUNT.size)
+    if len(head) < COUNT.size:
+        return None
+    rows = []
+    for _ in range(COUNT.unpack(head)[0]):
+        sizes = stream.read(FIELDS.size)
+        if len(sizes) < FIELDS.size:
+            return None
+        a, b, c, d = FIELDS.unpack(sizes)
+        data = stream.read(a + b + c + d)
+        if len(data) < a + b + c + d:
+            return None
+        text = data[: a + b + c].decode()
+        rows.append((text[:a], text[a : a + b], text[a + b :], data[a + b + c :]))
+    return rows
+
+
+def encode_reply(fresh: Sequence[bool] | None, error: str = "") -> bytes:
+    """Whether each delivery was new, or why the batch failed."""
+    body = bytes(fresh) if fresh is not None else error.encode()
+    return (OK if fresh is not None else FAILED) + COUNT.pack(len(body)) + body
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection with the store's settings; the schema is already there (ghapp made it)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=schema.BUSY_TIMEOUT_MS / 1000)
+    for pragma in schema.PRAGMAS:
+        conn.execute(pragma).fetchall()
+    return conn
+
+
+def checkpoint_forever(path: str, wake: threading.Event) -> None:
+    """Copy the WAL into the database after each batch; all of it once it grows long."""
+    conn = connect(path)
+    while True:
+        wake.wait()
+        wake.clear()
+        try:
+            # fetchall: a statement left open would keep its snapshot, and the WAL its length
+            _, pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+            if pages > CHECKPOINT_RESTART_PAGES:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        except sqlite3.Error as exc:  # busy past the timeout: the next batch tries again
+            print(f"delivery writer: checkpoint: {exc}", file=sys.stderr, flush=True)
+
+
+def serve(path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """Answer batches until stdin ends."""
+    conn = connect(path)
+    # Only if the checkpointer falls far behind does a commit checkpoint (and wait) itself.
+    conn.execute(f"PRAGMA wal_autocheckpoint = {4 * CHECKPOINT_RESTART_PAGES}")
+    wake = threading.Event()
+    threading.Thread(target=checkpoint_forever, args=(path, wake), daemon=True).start()
+    while (rows := read_batch(stdin)) is not None:
+        try:
+            reply = encode_reply(in_transaction(conn, functools.partial(insert, rows)))
+        except sqlite3.Error as exc:
+            reply = encode_reply(None, f"{type(exc).__name__}: {exc}")
+        stdout.write(reply)
+        stdout.flush()
+        wake.set()
+    conn.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    """Serve until ghapp closes the pipe; SIGTERM and SIGINT go to ghapp, which does that."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with os.fdopen(0, "rb", buffering=1 << 20) as stdin, os.fdopen(1, "wb") as stdout:
+        serve(argv[0], stdin, stdout)
+    return 0

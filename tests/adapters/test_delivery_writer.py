@@ -1,0 +1,86 @@
+"""The child process that writes deliveries: replaced when it dies, deaf to signals meant for
+ghapp's group, gone with its input; and nothing it answered is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ghapp.store.sqlite import SqliteTaskStore
+from tests.contract.support import T0
+from tests.fakes.ghapp_process import alive, writer_pids
+from tests.fakes.stack import eventually
+
+OTHERS: set[int] = set()  # writers of stores other tests left open are not this test's
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteTaskStore]:
+    OTHERS.update(writer_pids(os.getpid()))
+    store = SqliteTaskStore(tmp_path / "ghapp.sqlite3", writer_process=True)
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+def the_writer() -> int:
+    [pid] = set(writer_pids(os.getpid())) - OTHERS
+    return pid
+
+
+async def stored_ids(store: SqliteTaskStore) -> list[str]:
+    return sorted(d.id for d in await store.pending_deliveries(limit=10_000))
+
+
+async def test_deliveries_are_written_by_a_child_process(store: SqliteTaskStore) -> None:
+    writer = the_writer()
+    assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is True
+    assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is False
+    assert await store.add_delivery("d-2", "issues", b'{"n": 1}', T0) is False  # a replay
+    assert await stored_ids(store) == ["d-1"]
+    assert the_writer() == writer  # one writer, for every batch
+
+
+async def test_a_killed_writer_is_replaced_without_a_failed_delivery(
+    store: SqliteTaskStore,
+) -> None:
+    assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is True
+    first = the_writer()
+    os.kill(first, signal.SIGKILL)
+    await eventually(lambda: not alive(first), within=5)
+    assert await store.add_delivery("d-2", "issues", b'{"n": 2}', T0) is True
+    assert the_writer() != first
+    assert await stored_ids(store) == ["d-1", "d-2"]
+
+
+async def test_a_writer_killed_mid_burst_loses_nothing_and_stores_nothing_twice(
+    store: SqliteTaskStore,
+) -> None:
+    ids = [f"d-{i:03}" for i in range(300)]
+    bodies = {d: b'{"d": "%s", "pad": "%s"}' % (d.encode(), b"x" * 20_000) for d in ids}
+    burst = asyncio.gather(*(store.add_delivery(d, "issues", bodies[d], T0) for d in ids))
+    await asyncio.sleep(0.05)  # batches are on their way, some committed
+    os.kill(the_writer(), signal.SIGKILL)
+    results = await burst
+    # A batch the dead writer had committed is answered "duplicate" by its successor: stored.
+    assert all(isinstance(r, bool) for r in results)
+    assert await stored_ids(store) == ids
+    assert [d.body for d in await store.pending_deliveries(limit=1000)] == [bodies[d] for d in ids]
+
+
+async def test_the_writer_ignores_sigterm_and_ends_with_its_input(
+    store: SqliteTaskStore,
+) -> None:
+    assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is True  # it is up
+    writer = the_writer()
+    os.kill(writer, signal.SIGTERM)  # systemd's stop signals the whole group; ghapp decides
+    os.kill(writer, signal.SIGINT)  # Ctrl-C in a terminal, likewise
+    assert await store.add_delivery("d-2", "issues", b'{"n": 2}', T0) is True
+    assert the_writer() == writer
+    await store.close()
+    assert not alive(writer)
