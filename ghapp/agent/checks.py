@@ -147,7 +147,8 @@ class SandboxChecks:
             if timed_out:
                 await asyncio.to_thread(jail.kill, proc.pid)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(exited), 10)
+                    async with asyncio.timeout(10):  # not wait_for: it can swallow a cancel
+                        await asyncio.shield(exited)
         finally:
             stopped.cancel()
             if not exited.done():

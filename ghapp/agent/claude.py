@@ -393,7 +393,8 @@ async def _feed(proc: asyncio.subprocess.Process, prompt: str) -> None:
 async def _collect(proc: asyncio.subprocess.Process) -> None:
     """Wait for the killed process's exit status."""
     try:
-        await asyncio.wait_for(exit_status(proc), timeout=10.0)
+        async with asyncio.timeout(10.0):  # not wait_for: on 3.11 it can swallow a cancel
+            await exit_status(proc)
     except TimeoutError:
         log.error("agent pid %s did not exit after SIGKILL", proc.pid)
 
