@@ -71,7 +71,6 @@ class Dialect(ABC):
     """Connection handling and the statement pieces a backend writes its own way."""
 
     FOLD = ""  # wraps repo names in comparisons: "lower" where the column is not case-blind
-    SEQ = "rowid"  # the column that orders deliveries received in the same microsecond
     CONFLICT: tuple[type[Exception], ...] = ()  # what a unique index violation raises
 
     _adds: Batcher[DeliveryItem, bool]  # group commit of add_delivery

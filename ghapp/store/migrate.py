@@ -64,6 +64,7 @@ TABLES = (
     Table(
         "deliveries",
         (
+            "seq",
             "id",
             "event",
             "received_at",
@@ -73,9 +74,10 @@ TABLES = (
             "claimed_until",
             "body_sha256",
         ),
-        "received_at, rowid",  # PostgreSQL numbers them in this order
+        "seq",
+        sequence="seq",  # the bodies' key: copied as it is
     ),
-    Table("delivery_bodies", ("id", "body"), "id"),
+    Table("delivery_bodies", ("seq", "body"), "seq"),
     Table(
         "ledger", ("id", "day", "task_id", "attempt", "cost_usd", "booked_at"), "id", sequence="id"
     ),

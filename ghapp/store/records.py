@@ -14,7 +14,7 @@ from ghapp.store.rows import delivery_from_row, dt_from_db, project_from_row
 # Deliveries with their bodies (a pruned body is no row: the delivery reads as b"").
 WITH_BODIES = (
     "SELECT d.id, d.event, d.received_at, d.processed_at, d.error, b.body "
-    "FROM deliveries AS d LEFT JOIN delivery_bodies AS b ON b.id = d.id"
+    "FROM deliveries AS d LEFT JOIN delivery_bodies AS b ON b.seq = d.seq"
 )
 
 
@@ -37,7 +37,7 @@ class Records(Dialect):
         async with self._read() as conn:
             found = await conn.rows(
                 f"{WITH_BODIES} WHERE d.processed_at IS NULL "
-                f"ORDER BY d.received_at, d.{self.SEQ} LIMIT $1",
+                "ORDER BY d.received_at, d.seq LIMIT $1",
                 limit,
             )
         return [delivery_from_row(row) for row in found]
@@ -58,8 +58,8 @@ class Records(Dialect):
         """Drop the bodies of deliveries processed before `before`; ids and hashes stay."""
         async with self._tx() as conn:
             return await conn.run(
-                "DELETE FROM delivery_bodies WHERE id IN "
-                "(SELECT id FROM deliveries WHERE processed_at < $1)",
+                "DELETE FROM delivery_bodies WHERE seq IN "
+                "(SELECT seq FROM deliveries WHERE processed_at < $1)",
                 before,
             )
 
@@ -72,7 +72,7 @@ class Records(Dialect):
                 "UPDATE deliveries SET claimed_by = $1, claimed_until = $2 WHERE id IN ("
                 "  SELECT id FROM deliveries WHERE processed_at IS NULL"
                 "  AND (claimed_until IS NULL OR claimed_until <= $3 OR claimed_by = $1)"
-                f"  ORDER BY received_at, {self.SEQ} LIMIT $4{self._locking(skip=True)}"
+                f"  ORDER BY received_at, seq LIMIT $4{self._locking(skip=True)}"
                 ") RETURNING id",
                 node,
                 lease_until(now, lease_s),
@@ -83,7 +83,7 @@ class Records(Dialect):
                 return []
             marks = ", ".join(f"${n}" for n in range(1, len(taken) + 1))
             found = await conn.rows(
-                f"{WITH_BODIES} WHERE d.id IN ({marks}) ORDER BY d.received_at, d.{self.SEQ}",
+                f"{WITH_BODIES} WHERE d.id IN ({marks}) ORDER BY d.received_at, d.seq",
                 *(row["id"] for row in taken),
             )
         return [delivery_from_row(row) for row in found]

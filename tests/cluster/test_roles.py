@@ -219,6 +219,8 @@ async def test_migrate_store_copies_everything_and_checks_counts(
         assert await target.projects() == await source.projects()
         fresh = await queued(target, 9, at(10))  # ids go on after the copied ones
         assert fresh.id == 4
+        assert await target.add_delivery("d9", "issues", b'{"n": 9}', at(11))  # and seqs
+        assert (await target.pending_deliveries())[-1].body == b'{"n": 9}'
     finally:
         await target.close()
 

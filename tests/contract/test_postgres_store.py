@@ -183,9 +183,10 @@ class TestPostgresTaskStore(TaskStoreContract):
                 "WHERE table_name = 'deliveries' AND column_name = 'body' "
                 "AND table_schema = current_schema()"
             )  # claims and marks rewrite small rows only
-            assert [tuple(row) for row in await conn.fetch("SELECT id FROM delivery_bodies")] == [
-                ("waiting",)
-            ]
+            moved = await conn.fetch(
+                "SELECT d.id FROM delivery_bodies AS b JOIN deliveries AS d ON d.seq = b.seq"
+            )
+            assert [tuple(row) for row in moved] == [("waiting",)]
         finally:
             await conn.close()
 

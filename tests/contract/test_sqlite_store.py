@@ -180,7 +180,24 @@ class TestSqliteTaskStore(TaskStoreContract):
         try:
             columns = [row[1] for row in raw.execute("PRAGMA table_info(deliveries)")]
             assert "body" not in columns  # claims and marks rewrite small rows only
-            assert raw.execute("SELECT id FROM delivery_bodies").fetchall() == [("waiting",)]
+            assert raw.execute(
+                "SELECT d.id FROM delivery_bodies AS b JOIN deliveries AS d ON d.seq = b.seq"
+            ).fetchall() == [("waiting",)]
+        finally:
+            raw.close()
+
+    async def test_a_new_body_lands_on_no_index_page(
+        self, store: SqliteTaskStore, db_path: Path
+    ) -> None:
+        """Keyed by the delivery's seq, bodies are appended; a text key had an index of its own,
+        one more random page written per delivery."""
+        await store.add_delivery("d-1", "issues", b'{"n": 1}', T0)
+        raw = sqlite3.connect(db_path)
+        try:
+            assert raw.execute("PRAGMA index_list(delivery_bodies)").fetchall() == []
+            seq = raw.execute("SELECT seq FROM deliveries WHERE id = 'd-1'").fetchone()[0]
+            body = raw.execute("SELECT body FROM delivery_bodies WHERE seq = ?", (seq,))
+            assert body.fetchone() == (b'{"n": 1}',)
         finally:
             raw.close()
 

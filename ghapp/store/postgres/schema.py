@@ -187,6 +187,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "ALTER TABLE deliveries DROP COLUMN body",
     ),
+    # 9: bodies keyed by the delivery's sequence number, as in SQLite (appended there, where
+    # a text key put each body on a random page of its own index).
+    (
+        "CREATE TABLE delivery_bodies_v9 (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL)",
+        """
+        INSERT INTO delivery_bodies_v9 (seq, body)
+        SELECT d.seq, b.body FROM delivery_bodies AS b JOIN deliveries AS d ON d.id = b.id
+        """,
+        "DROP TABLE delivery_bodies",
+        "ALTER TABLE delivery_bodies_v9 RENAME TO delivery_bodies",
+        "ALTER INDEX delivery_bodies_v9_pkey RENAME TO delivery_bodies_pkey",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

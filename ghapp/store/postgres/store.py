@@ -68,7 +68,6 @@ class PostgresTaskStore(LifecycleStore):
     """The TaskStore of one PostgreSQL database, shared by any number of ghapp processes."""
 
     FOLD = "lower"  # repo names are compared in any case (GitHub's are case-blind)
-    SEQ = "seq"
     CONFLICT = (asyncpg.UniqueViolationError,)
 
     def __init__(self, dsn: str, *, max_connections: int = 10, notify: bool = True) -> None:
@@ -147,9 +146,9 @@ class PostgresTaskStore(LifecycleStore):
                 "  AS u(id, event, body, received_at)), "
                 "new AS (INSERT INTO deliveries (id, event, received_at, body_sha256) "
                 "  SELECT id, event, received_at, hash FROM d "
-                "  ON CONFLICT DO NOTHING RETURNING id, body_sha256), "
-                "bodies AS (INSERT INTO delivery_bodies (id, body) "
-                "  SELECT DISTINCT ON (d.id) d.id, d.body FROM d JOIN new "
+                "  ON CONFLICT DO NOTHING RETURNING id, seq, body_sha256), "
+                "bodies AS (INSERT INTO delivery_bodies (seq, body) "
+                "  SELECT DISTINCT ON (d.id) new.seq, d.body FROM d JOIN new "
                 "  ON new.id = d.id AND new.body_sha256 = d.hash) "
                 "SELECT id FROM new",
                 *columns,

@@ -36,17 +36,17 @@ INSERT_DELIVERY = (
     "INSERT INTO deliveries (id, event, received_at, body_sha256) VALUES (?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING"
 )
-INSERT_BODY = "INSERT INTO delivery_bodies (id, body) VALUES (?, ?)"
+INSERT_BODY = "INSERT INTO delivery_bodies (seq, body) VALUES (?, ?)"
 
 
 def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection) -> list[bool]:
     """Each delivery's small row, and its body only where the row is new (not a duplicate)."""
     fresh = []
     for delivery_id, event, received_at, body in rows:
-        row = (delivery_id, event, received_at, body_sha256(body))
-        new = conn.execute(INSERT_DELIVERY, row).rowcount == 1
+        added = conn.execute(INSERT_DELIVERY, (delivery_id, event, received_at, body_sha256(body)))
+        new = added.rowcount == 1
         if new:
-            conn.execute(INSERT_BODY, (delivery_id, body))
+            conn.execute(INSERT_BODY, (added.lastrowid, body))  # the row's seq
         fresh.append(new)
     return fresh
 
