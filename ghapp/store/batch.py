@@ -14,33 +14,26 @@ class Batcher(Generic[Item, Result]):
     """Callers wait for their own result; a burst costs one round trip and one commit.
 
     `flush` gets every item queued since the last flush and returns one result per item,
-    in order; if it raises, every caller of that batch gets the exception. Up to `depth`
-    flushes run at once (a writer that queues batches keeps busy while answers go out).
+    in order; if it raises, every caller of that batch gets the exception.
     """
 
-    def __init__(
-        self, flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], depth: int = 1
-    ) -> None:
+    def __init__(self, flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]) -> None:
         self._flush = flush
-        self._depth = depth
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         """Queue one item and wait until the batch holding it is written."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        self._flushers = {flusher for flusher in self._flushers if not flusher.done()}
-        if len(self._flushers) < self._depth:
-            self._flushers.add(asyncio.create_task(self._run()))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._run())
         return await future
 
     async def _run(self) -> None:
         while self._pending:
             await asyncio.sleep(0)  # requests already read join this batch: fewer, fuller commits
             batch, self._pending = self._pending, []
-            if not batch:
-                continue  # another flusher took them
             try:
                 results = await self._flush([item for item, _ in batch])
             except BaseException as exc:

@@ -1,12 +1,10 @@
 """Group commit: each caller gets its own result, a failed batch fails only its callers, and
-no more than `depth` batches are written at once."""
+one batch is written at a time (what arrives meanwhile waits for the next)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-
-import pytest
 
 from ghapp.store.batch import Batcher
 
@@ -33,10 +31,9 @@ class Writer:
             self.writing -= 1
 
 
-@pytest.mark.parametrize("depth", [1, 2])
-async def test_at_most_depth_batches_are_written_at_once(depth: int) -> None:
+async def test_one_batch_is_written_at_a_time() -> None:
     writer = Writer()
-    batcher = Batcher(writer.flush, depth=depth)
+    batcher = Batcher(writer.flush)
     calls: dict[int, asyncio.Future[int]] = {}
     for wave in (range(0, 10), range(10, 20), range(20, 30)):
         calls.update({i: asyncio.ensure_future(batcher.submit(i)) for i in wave})
@@ -44,8 +41,9 @@ async def test_at_most_depth_batches_are_written_at_once(depth: int) -> None:
     writer.release.set()
     await asyncio.gather(*calls.values(), return_exceptions=True)
 
-    assert writer.most == depth
-    assert sorted(i for batch in writer.batches for i in batch) == list(range(30))
+    assert writer.most == 1
+    # the waves that came while the first was written went, together, in the next
+    assert writer.batches == [list(range(10)), list(range(10, 30))]
     failed = next(batch for batch in writer.batches if 13 in batch)
     for i, call in calls.items():
         if i in failed:

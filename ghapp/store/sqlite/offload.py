@@ -1,5 +1,6 @@
-"""ghapp's side of the delivery writer (writer.py): one child, batches answered in the order
-sent, a new child after one dies, so a lost child costs no delivery that was answered."""
+"""ghapp's side of the delivery writer (writer.py): group commit through one child, batches
+answered in the order sent, a new child after one dies, so a lost child costs no delivery that
+was answered."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import ghapp
@@ -19,27 +20,53 @@ from ghapp.store.sqlite.writer import COUNT, OK, WriteRow, encode_batch
 
 PIPE_BYTES = 1 << 20  # a batch of 14-28 KB bodies goes into the pipe in one write
 STOP_S = 10.0  # the child finishes its batch and exits on end of input; then it is killed
+DEPTH = 2  # batches in the child at once: it holds the next while answers to one go out
 ROOT = str(Path(ghapp.__file__).resolve().parent.parent)  # where the child finds ghapp
 # Not `-m ghapp.store.sqlite.writer`: its package imports it first, and runpy warns.
 CHILD_MAIN = "import sys; from ghapp.store.sqlite.writer import main; sys.exit(main(sys.argv[1:]))"
-Reply = tuple[bytes, bytes]  # the status byte, then the flags or the error
 
 
 class WriterGone(Exception):
     """The child ended before it answered a batch."""
 
 
+@dataclass
+class _Batch:
+    """Deliveries sent together, and their callers; sent again once on a new child."""
+
+    rows: list[WriteRow]
+    callers: list[asyncio.Future[bool]]
+    data: bytes = b""
+    tries: int = 0
+
+    def answer(self, status: bytes, body: bytes) -> None:
+        """Whether each delivery was new, or the child's error for all of them."""
+        if status != OK or len(body) != len(self.callers):
+            self.fail(sqlite3.OperationalError(body.decode(errors="replace")))
+            return
+        for caller, flag in zip(self.callers, body, strict=True):
+            if not caller.done():
+                caller.set_result(bool(flag))
+
+    def fail(self, error: BaseException) -> None:
+        for caller in self.callers:
+            if not caller.done():
+                caller.set_exception(error)
+
+
 class _Child(asyncio.SubprocessProtocol):
     """One writer process: batches go to its stdin, answers come back in the same order.
 
-    Answers are parsed in the pipe's callback, so a batch's callers wake one loop turn after
-    its answer lands (a reader task would add a turn, about a millisecond under load).
+    Answers are parsed in the pipe's callback and set the callers' results there, so they
+    wake one loop turn after the answer lands (each task in between cost a turn, a
+    millisecond or more under load).
     """
 
-    def __init__(self) -> None:
-        self._waiting: collections.deque[asyncio.Future[Reply]] = collections.deque()
+    def __init__(self, answered: collections.abc.Callable[[], None]) -> None:
+        self.waiting: collections.deque[_Batch] = collections.deque()
+        self._answered = answered
         self._buffer = bytearray()
-        self._gone: BaseException | None = None
+        self.gone: BaseException | None = None
         self._exited = asyncio.get_running_loop().create_future()
         self._process: asyncio.SubprocessTransport | None = None
 
@@ -60,17 +87,13 @@ class _Child(asyncio.SubprocessProtocol):
 
     @property
     def alive(self) -> bool:
-        return self._gone is None and self.process.get_returncode() is None
+        return self.gone is None and self.process.get_returncode() is None
 
-    def send(self, batch: bytes) -> asyncio.Future[Reply]:
-        """Queue a batch (no await between the write and the queue: the order is theirs)."""
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        if self._gone is not None:
-            future.set_exception(WriterGone(repr(self._gone)))
-            return future
-        self._waiting.append(future)
-        self.stdin.write(batch)
-        return future
+    def send(self, batch: _Batch) -> None:
+        """Queue a batch behind the ones it holds (the answers come in this order)."""
+        batch.tries += 1
+        self.waiting.append(batch)
+        self.stdin.write(batch.data)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         assert isinstance(data, bytes)
@@ -80,14 +103,13 @@ class _Child(asyncio.SubprocessProtocol):
             end = head + COUNT.unpack_from(self._buffer, 1)[0]
             if len(self._buffer) < end:
                 return
-            reply = (bytes(self._buffer[:1]), bytes(self._buffer[head:end]))
+            status, body = bytes(self._buffer[:1]), bytes(self._buffer[head:end])
             del self._buffer[:end]
-            if not self._waiting:
+            if not self.waiting:
                 self.end(OSError("the delivery writer answered a batch it was not sent"))
                 return
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(reply)
+            self.waiting.popleft().answer(status, body)
+            self._answered()
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -99,13 +121,10 @@ class _Child(asyncio.SubprocessProtocol):
             self._exited.set_result(None)
 
     def end(self, why: BaseException) -> None:
-        """No more batches: every one not answered fails, the process is killed."""
-        if self._gone is None:
-            self._gone = why
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(WriterGone(repr(why)))
+        """No more batches (the unanswered ones stay in `waiting`); the process is killed."""
+        if self.gone is None:
+            self.gone = why
+            self._answered()  # the writer sends them again on a new child
         if self.process.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
@@ -123,60 +142,107 @@ class _Child(asyncio.SubprocessProtocol):
 
 
 class WriterProcess:
-    """Sends batches to the child; several may wait for their answers at once."""
+    """Group commit through the child: deliveries read in the same loop turn share a batch,
+    and up to DEPTH batches are in the child at once."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._child: _Child | None = None
-        self._starting = asyncio.Lock()
+        self._queued: list[tuple[WriteRow, asyncio.Future[bool]]] = []
+        self._flush_soon = False
+        self._reviving: asyncio.Task[None] | None = None
+        self._closed = False
 
-    async def start(self) -> _Child:
-        """The running child, started if none is (after ghapp created the schema)."""
-        async with self._starting:
-            if self._child is not None:
-                if self._child.alive:
-                    return self._child
-                self._child.process.close()  # its pipes; it is dead or being killed
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
-            _, child = await asyncio.get_running_loop().subprocess_exec(
-                _Child,
-                sys.executable,
-                "-c",
-                CHILD_MAIN,
-                self._path,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,
-                env=env,
-            )
-            with contextlib.suppress(OSError):  # a smaller pipe only costs more wake-ups
-                pipe = child.stdin.get_extra_info("pipe")
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-            self._child = child
-            return self._child
+    async def start(self) -> None:
+        """Start the child (after ghapp created the schema: it writes into it)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (ROOT, env.get("PYTHONPATH"))))
+        _, child = await asyncio.get_running_loop().subprocess_exec(
+            lambda: _Child(self._flush),
+            sys.executable,
+            "-c",
+            CHILD_MAIN,
+            self._path,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            env=env,
+        )
+        with contextlib.suppress(OSError):  # a smaller pipe only costs more wake-ups
+            pipe = child.stdin.get_extra_info("pipe")
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self._child = child
 
-    async def write(self, rows: Sequence[WriteRow]) -> list[bool]:
-        """Whether each delivery was new; raises sqlite3.Error when the batch was not stored.
+    async def add(self, row: WriteRow) -> bool:
+        """Whether the delivery was new; raises sqlite3.Error when it was not stored.
 
-        A child that dies is replaced and the batch sent again: what it committed before
-        dying reads as duplicate (stored), the rest is stored now.
+        A child that dies is replaced and its unanswered batches sent again, once: what it
+        committed before dying reads as duplicate (stored), the rest is stored now.
         """
-        batch = encode_batch(rows)
-        for attempt in (1, 2):
-            child = await self.start()
+        if self._closed or self._child is None:
+            raise sqlite3.OperationalError("the delivery writer is not running")
+        caller: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queued.append((row, caller))
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await caller
+
+    def _flush(self) -> None:
+        """Send what is queued, or a dead child's batches to a new one (a plain callback)."""
+        self._flush_soon = False
+        child = self._child
+        if child is None or self._closed:
+            return
+        if not child.alive:
+            if self._reviving is None:
+                self._reviving = asyncio.create_task(self._revive(child))
+            return
+        if self._queued and len(child.waiting) < DEPTH:
+            rows = [row for row, _ in self._queued]
+            batch = _Batch(rows, [caller for _, caller in self._queued], encode_batch(rows))
+            self._queued = []
+            child.send(batch)
+
+    async def _revive(self, dead: _Child) -> None:
+        """A new child; the dead one's unanswered batches go to it first, once."""
+        try:
+            dead.process.close()  # its pipes
+            lost = list(dead.waiting)
+            dead.waiting.clear()
+            why = WriterGone(repr(dead.gone))
+            for batch in lost:
+                if batch.tries > 1:
+                    batch.fail(sqlite3.OperationalError(f"the delivery writer stopped: {why}"))
             try:
-                status, body = await child.send(batch)
-                break
-            except WriterGone as exc:
-                if attempt == 2:
-                    raise sqlite3.OperationalError(f"the delivery writer stopped: {exc}") from exc
-        if status != OK:
-            raise sqlite3.OperationalError(body.decode(errors="replace"))
-        return [bool(flag) for flag in body]
+                await self.start()
+            except (OSError, RuntimeError) as exc:
+                error = sqlite3.OperationalError(f"the delivery writer did not start: {exc}")
+                for batch in lost:
+                    batch.fail(error)
+                for _, caller in self._queued:
+                    caller.set_exception(error)
+                self._queued = []
+                return
+            assert self._child is not None
+            for batch in lost:
+                if batch.tries == 1:
+                    self._child.send(batch)
+        finally:
+            self._reviving = None
+        self._flush()
 
     async def close(self) -> None:
-        """Stop the child; safe to call twice."""
+        """Stop the child after it answered what it holds; safe to call twice."""
+        self._closed = True
+        if self._reviving is not None:
+            await self._reviving
+        for _, caller in self._queued:
+            if not caller.done():
+                caller.set_exception(sqlite3.OperationalError("the delivery writer is closed"))
+        self._queued = []
         child, self._child = self._child, None
         if child is not None:
             await child.close()
+            for batch in child.waiting:
+                batch.fail(sqlite3.OperationalError("the delivery writer stopped"))
