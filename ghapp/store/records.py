@@ -79,9 +79,12 @@ class Records(Dialect):
                 now,
                 limit,
             )
-            if not taken:
-                return []
-            marks = ", ".join(f"${n}" for n in range(1, len(taken) + 1))
+        if not taken:
+            return []
+        # Read after the commit: on SQLite each statement is a trip to the loop and back, and
+        # intake's writer waited for the write lock while 100 bodies were read under it.
+        marks = ", ".join(f"${n}" for n in range(1, len(taken) + 1))
+        async with self._read() as conn:
             found = await conn.rows(
                 f"{WITH_BODIES} WHERE d.id IN ({marks}) ORDER BY d.received_at, d.seq",
                 *(row["id"] for row in taken),
