@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -120,3 +122,21 @@ def test_a_batch_takes_the_write_lock_as_soon_as_another_connection_lets_go(
         thread.join()
         batch.close()
     assert sorted(late)[2] < 0.008, late
+
+
+async def test_a_writer_that_cannot_be_replaced_fails_its_deliveries_and_a_later_one_works(
+    store: SqliteTaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for ever: a delivery nobody can store is a 500, and GitHub retries it."""
+    assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is True
+    first = the_writer()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # what offload starts
+    os.kill(first, signal.SIGKILL)
+    await eventually(lambda: not alive(first), within=5)
+    for lost in ("d-2", "d-2b"):  # the first may still go to the dead one, the next waits
+        with pytest.raises(sqlite3.OperationalError, match="did not start"):
+            async with asyncio.timeout(10):
+                await store.add_delivery(lost, "issues", lost.encode(), T0)
+    monkeypatch.undo()
+    assert await store.add_delivery("d-3", "issues", b'{"n": 3}', T0) is True
+    assert await stored_ids(store) == ["d-1", "d-3"]

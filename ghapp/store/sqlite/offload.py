@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,32 +27,33 @@ ROOT = str(Path(ghapp.__file__).resolve().parent.parent)  # where the child find
 CHILD_MAIN = "import sys; from ghapp.store.sqlite.writer import main; sys.exit(main(sys.argv[1:]))"
 
 
-class WriterGone(Exception):
-    """The child ended before it answered a batch."""
-
-
 @dataclass
 class _Batch:
-    """Deliveries sent together, and their callers; sent again once on a new child."""
+    """Deliveries sent together (as the child reads them), and their callers."""
 
-    rows: list[WriteRow]
+    data: bytes
     callers: list[asyncio.Future[bool]]
-    data: bytes = b""
-    tries: int = 0
+    tries: int = 0  # sent to this many children: a batch goes to a second one, not a third
 
     def answer(self, status: bytes, body: bytes) -> None:
         """Whether each delivery was new, or the child's error for all of them."""
-        if status != OK or len(body) != len(self.callers):
+        if status != OK:
             self.fail(sqlite3.OperationalError(body.decode(errors="replace")))
-            return
-        for caller, flag in zip(self.callers, body, strict=True):
-            if not caller.done():
-                caller.set_result(bool(flag))
+        elif len(body) != len(self.callers):
+            self.fail(sqlite3.OperationalError(f"{len(body)} answers for {len(self.callers)}"))
+        else:
+            for caller, flag in zip(self.callers, body, strict=True):
+                if not caller.done():
+                    caller.set_result(bool(flag))
 
     def fail(self, error: BaseException) -> None:
-        for caller in self.callers:
-            if not caller.done():
-                caller.set_exception(error)
+        _fail(self.callers, error)
+
+
+def _fail(callers: Iterable[asyncio.Future[bool]], error: BaseException) -> None:
+    for caller in callers:
+        if not caller.done():  # a caller may have been cancelled
+            caller.set_exception(error)
 
 
 class _Child(asyncio.SubprocessProtocol):
@@ -62,7 +64,7 @@ class _Child(asyncio.SubprocessProtocol):
     millisecond or more under load).
     """
 
-    def __init__(self, answered: collections.abc.Callable[[], None]) -> None:
+    def __init__(self, answered: Callable[[], None]) -> None:
         self.waiting: collections.deque[_Batch] = collections.deque()
         self._answered = answered
         self._buffer = bytearray()
@@ -199,48 +201,44 @@ class WriterProcess:
                 self._reviving = asyncio.create_task(self._revive(child))
             return
         if self._queued and len(child.waiting) < DEPTH:
-            rows = [row for row, _ in self._queued]
-            batch = _Batch(rows, [caller for _, caller in self._queued], encode_batch(rows))
+            rows, callers = zip(*self._queued, strict=True)
             self._queued = []
-            child.send(batch)
+            child.send(_Batch(encode_batch(rows), list(callers)))
 
     async def _revive(self, dead: _Child) -> None:
         """A new child; the dead one's unanswered batches go to it first, once."""
         try:
             dead.process.close()  # its pipes
-            lost = list(dead.waiting)
-            dead.waiting.clear()
-            why = WriterGone(repr(dead.gone))
-            for batch in lost:
+            lost = [batch for batch in dead.waiting if batch.tries == 1]
+            stopped = sqlite3.OperationalError(f"the delivery writer stopped: {dead.gone}")
+            for batch in dead.waiting:
                 if batch.tries > 1:
-                    batch.fail(sqlite3.OperationalError(f"the delivery writer stopped: {why}"))
+                    batch.fail(stopped)
+            dead.waiting.clear()
             try:
                 await self.start()
-            except (OSError, RuntimeError) as exc:
+            except Exception as exc:  # whatever stops a start, the callers must hear of it
                 error = sqlite3.OperationalError(f"the delivery writer did not start: {exc}")
-                for batch in lost:
-                    batch.fail(error)
-                for _, caller in self._queued:
-                    caller.set_exception(error)
-                self._queued = []
+                _fail((caller for batch in lost for caller in batch.callers), error)
+                self._fail_queued(error)
                 return
             assert self._child is not None
             for batch in lost:
-                if batch.tries == 1:
-                    self._child.send(batch)
+                self._child.send(batch)
         finally:
             self._reviving = None
         self._flush()
+
+    def _fail_queued(self, error: BaseException) -> None:
+        _fail((caller for _, caller in self._queued), error)
+        self._queued = []
 
     async def close(self) -> None:
         """Stop the child after it answered what it holds; safe to call twice."""
         self._closed = True
         if self._reviving is not None:
             await self._reviving
-        for _, caller in self._queued:
-            if not caller.done():
-                caller.set_exception(sqlite3.OperationalError("the delivery writer is closed"))
-        self._queued = []
+        self._fail_queued(sqlite3.OperationalError("the delivery writer is closed"))
         child, self._child = self._child, None
         if child is not None:
             await child.close()
