@@ -26,7 +26,7 @@ from ghapp.store.lifecycle import LifecycleStore
 from ghapp.store.rows import Row, body_sha256
 from ghapp.store.sqlite import schema
 from ghapp.store.sqlite.offload import WriterProcess
-from ghapp.store.sqlite.writer import in_transaction, insert
+from ghapp.store.sqlite.writer import begin_immediate, in_transaction, insert
 
 SqlValue = str | int | float | bytes | None
 T = TypeVar("T")
@@ -177,7 +177,10 @@ class SqliteTaskStore(LifecycleStore):
             if not (write or snapshot):
                 yield db
                 return
-            await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write:  # the lock asked for as intake's writer asks (not SQLite's backoff)
+                await db._execute(begin_immediate, db._conn)  # type: ignore[no-untyped-call]
+            else:
+                await db.execute("BEGIN")
             try:
                 yield db
                 await db.execute("COMMIT")
