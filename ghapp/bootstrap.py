@@ -146,7 +146,8 @@ def open_store(settings: Settings, intake: bool = False) -> TaskStore:
     (whose deliveries a child process writes where this process takes webhooks in)."""
     if settings.is_postgres:
         return PostgresTaskStore(settings.database_url)
-    return SqliteTaskStore(settings.sqlite_path, writer_process=intake)
+    secret = settings.webhook_secret if intake else None
+    return SqliteTaskStore(settings.sqlite_path, intake_secret=secret)
 
 
 def caps(settings: Settings) -> Caps:
@@ -232,6 +233,8 @@ def build(
     app.extra_start.append(Retention(store, settings.data_dir, settings.retention_days, clock, vcs))
     if role.serves_webhooks:
         app.extra_start.append(RedeliverySweep(auth, store))
+        if isinstance(store, SqliteTaskStore):  # its writer process checks each delivery
+            app.receive = store.receive
     if runner is not None and worker is None:
         app.blockers = task_blockers(settings)
         for problem in app.blockers:

@@ -16,6 +16,7 @@ from ghapp.core.model import TaskState
 from ghapp.core.ports import TaskStore
 from ghapp.core.runner import TaskRunner
 from ghapp.core.tasks import TaskService
+from ghapp.github.signature import Receive
 from ghapp.inbox import Inbox
 from ghapp.retention import DiskGauge
 from ghapp.slack.bot import EVENTS_PATH, SlackBot
@@ -58,6 +59,7 @@ class Ghapp:
     slack: SlackBot | None = None
     disk: DiskGauge | None = None
     blockers: list[str] = field(default_factory=list)  # why no task can run on this host
+    receive: Receive | None = None  # how webhooks are checked and stored, if not in the loop
 
     async def start(self) -> None:
         """Open the store, then process leftovers and start the runner."""
@@ -131,6 +133,7 @@ def web_app(app: Ghapp) -> web.Application:
             webhook_path=app.settings.webhook_path,
             on_stored=app.inbox.wake,
             intake=app.inbox.intake,
+            receive=app.receive,
             health=app.health,
             start=app.start,
             stop=app.stop,

@@ -15,18 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from ghapp.github.signature import Verdict
 from ghapp.store.sqlite import SqliteTaskStore, writer
+from tests.conftest import sign
 from tests.contract.support import T0
 from tests.fakes.ghapp_process import alive, writer_pids
 from tests.fakes.stack import eventually
 
+SECRET = "writer-secret-\u00e9"
 OTHERS: set[int] = set()  # writers of stores other tests left open are not this test's
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteTaskStore]:
     OTHERS.update(writer_pids(os.getpid()))
-    store = SqliteTaskStore(tmp_path / "ghapp.sqlite3", writer_process=True)
+    store = SqliteTaskStore(tmp_path / "ghapp.sqlite3", intake_secret=SECRET)
     await store.migrate()
     yield store
     await store.close()
@@ -48,6 +51,38 @@ async def test_deliveries_are_written_by_a_child_process(store: SqliteTaskStore)
     assert await store.add_delivery("d-2", "issues", b'{"n": 1}', T0) is False  # a replay
     assert await stored_ids(store) == ["d-1"]
     assert the_writer() == writer  # one writer, for every batch
+
+
+async def test_the_writer_checks_each_signature_and_shape_and_stores_only_what_passes(
+    store: SqliteTaskStore,
+) -> None:
+    """The event loop hashes no body: the child verifies, so a forged or misshapen delivery
+    sharing a batch with good ones is refused alone; a new child gets the secret too."""
+    good, other, array = b'{"n": 1}', b'{"n": 2}', b"[1]"
+    verdicts = await asyncio.gather(
+        store.receive("d-1", "issues", good, T0, sign(SECRET, good)),
+        store.receive("d-2", "issues", other, T0, sign("not the secret", other)),
+        store.receive("d-3", "issues", array, T0, sign(SECRET, array)),
+        store.receive("d-4", "issues", good, T0, sign(SECRET, good)),  # a replay
+        store.receive("d-5", "issues", other, T0, "sha256=" + "0" * 64),
+        store.receive("d-6", "issues", other, T0, None),
+        store.receive("d-7", "issues", other, T0, "sha256=\u00e9"),
+    )
+    assert verdicts == [
+        Verdict.NEW,
+        Verdict.UNSIGNED,
+        Verdict.NOT_OBJECT,
+        Verdict.DUPLICATE,
+        Verdict.UNSIGNED,
+        Verdict.UNSIGNED,
+        Verdict.UNSIGNED,
+    ]
+    assert await stored_ids(store) == ["d-1"]
+    first = the_writer()
+    os.kill(first, signal.SIGKILL)
+    await eventually(lambda: not alive(first), within=5)
+    assert await store.receive("d-8", "issues", other, T0, sign(SECRET, other)) is Verdict.NEW
+    assert await store.receive("d-9", "issues", b"{}", T0, sign("x", b"{}")) is Verdict.UNSIGNED
 
 
 async def test_a_killed_writer_is_replaced_without_a_failed_delivery(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -14,10 +15,11 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestServer
 
 from ghapp.core.model import TaskState
+from ghapp.github.signature import Receive, signature_ok
 from ghapp.github.webhooks import Context
 from ghapp.inbox import Inbox
 from ghapp.store.sqlite import SqliteTaskStore
-from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app, signature_ok
+from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app
 from tests.conftest import Client, payload, sign, webhook_headers
 from tests.fakes.memory import FakeClock
 from tests.fakes.stack import eventually
@@ -27,12 +29,20 @@ WOKEN = web.AppKey("woken", list)
 PATH = "/api/github/webhooks"
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteTaskStore]:
-    s = SqliteTaskStore(tmp_path / "db.sqlite3")
+@pytest.fixture(params=["in the loop", "in the writer process"])
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteTaskStore]:
+    """Every status is checked both where webhooks are verified: in the event loop (PostgreSQL,
+    tests), and in SQLite's writer process, as `python -m ghapp` runs."""
+    secret = SECRET if request.param == "in the writer process" else None
+    s = SqliteTaskStore(tmp_path / "db.sqlite3", intake_secret=secret)
     await s.migrate()
     yield s
     await s.close()
+
+
+def receiver(store: SqliteTaskStore) -> Receive | None:
+    """The store's own check-and-write where it has a writer process, as bootstrap wires it."""
+    return store.receive if store.has_writer else None
 
 
 @pytest.fixture
@@ -45,7 +55,16 @@ async def client(aiohttp_client: Any, store: SqliteTaskStore) -> Client:
     async def nothing() -> None:
         return None
 
-    deps = WebDeps(store, SECRET, PATH, lambda: woken.append(1), health, nothing, nothing)
+    deps = WebDeps(
+        store,
+        SECRET,
+        PATH,
+        lambda: woken.append(1),
+        health,
+        nothing,
+        nothing,
+        receive=receiver(store),
+    )
     app = create_app(deps)
     app[WOKEN] = woken
     server = TestServer(app)
@@ -222,7 +241,8 @@ async def test_the_inbox_waits_while_a_webhook_is_being_taken_in(
     async def nothing() -> None:
         return None
 
-    deps = WebDeps(store, SECRET, PATH, inbox.wake, health, nothing, nothing, intake=inbox.intake)
+    deps = WebDeps(store, SECRET, PATH, inbox.wake, health, nothing, nothing)
+    deps = dataclasses.replace(deps, intake=inbox.intake, receive=receiver(store))
     client = await aiohttp_client(create_app(deps))
     await inbox.start()
     try:

@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ghapp.core.model import TaskState
+from ghapp.github.signature import looks_like_object
 from ghapp.store.sqlite import SqliteTaskStore
-from ghapp.web import MAX_BODY, WebDeps, create_app, looks_like_object
+from ghapp.web import MAX_BODY, WebDeps, create_app
 from tests.conftest import Client, sign
 from tests.fuzz.strategies import FIXTURES, HOSTILE_TEXT, fixture, json_values
 

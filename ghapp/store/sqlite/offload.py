@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ghapp
-from ghapp.store.sqlite.writer import COUNT, OK, WriteRow, encode_batch
+from ghapp.github.signature import Verdict
+from ghapp.store.sqlite.writer import COUNT, OK, WriteRow, encode_batch, encode_secret
 
 PIPE_BYTES = 1 << 20  # a batch of 14-28 KB bodies goes into the pipe in one write
 STOP_S = 10.0  # the child finishes its batch and exits on end of input; then it is killed
@@ -32,25 +33,25 @@ class _Batch:
     """Deliveries sent together (as the child reads them), and their callers."""
 
     data: bytes
-    callers: list[asyncio.Future[bool]]
+    callers: list[asyncio.Future[Verdict]]
     tries: int = 0  # sent to this many children: a batch goes to a second one, not a third
 
     def answer(self, status: bytes, body: bytes) -> None:
-        """Whether each delivery was new, or the child's error for all of them."""
+        """Each delivery's Verdict, or the child's error for all of them."""
         if status != OK:
             self.fail(sqlite3.OperationalError(body.decode(errors="replace")))
         elif len(body) != len(self.callers):
             self.fail(sqlite3.OperationalError(f"{len(body)} answers for {len(self.callers)}"))
         else:
-            for caller, flag in zip(self.callers, body, strict=True):
+            for caller, verdict in zip(self.callers, body, strict=True):
                 if not caller.done():
-                    caller.set_result(bool(flag))
+                    caller.set_result(Verdict(verdict))
 
     def fail(self, error: BaseException) -> None:
         _fail(self.callers, error)
 
 
-def _fail(callers: Iterable[asyncio.Future[bool]], error: BaseException) -> None:
+def _fail(callers: Iterable[asyncio.Future[Verdict]], error: BaseException) -> None:
     for caller in callers:
         if not caller.done():  # a caller may have been cancelled
             caller.set_exception(error)
@@ -147,10 +148,11 @@ class WriterProcess:
     """Group commit through the child: deliveries read in the same loop turn share a batch,
     and up to DEPTH batches are in the child at once."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, secret: str) -> None:
         self._path = path
+        self._secret = secret  # WEBHOOK_SECRET: the child checks signatures
         self._child: _Child | None = None
-        self._queued: list[tuple[WriteRow, asyncio.Future[bool]]] = []
+        self._queued: list[tuple[WriteRow, asyncio.Future[Verdict]]] = []
         self._flush_soon = False
         self._reviving: asyncio.Task[None] | None = None
         self._closed = False
@@ -173,17 +175,18 @@ class WriterProcess:
         with contextlib.suppress(OSError):  # a smaller pipe only costs more wake-ups
             pipe = child.stdin.get_extra_info("pipe")
             fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        child.stdin.write(encode_secret(self._secret))
         self._child = child
 
-    async def add(self, row: WriteRow) -> bool:
-        """Whether the delivery was new; raises sqlite3.Error when it was not stored.
+    async def add(self, row: WriteRow) -> Verdict:
+        """What became of the delivery; raises sqlite3.Error when it was not stored.
 
         A child that dies is replaced and its unanswered batches sent again, once: what it
         committed before dying reads as duplicate (stored), the rest is stored now.
         """
         if self._closed or self._child is None:
             raise sqlite3.OperationalError("the delivery writer is not running")
-        caller: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        caller: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._queued.append((row, caller))
         if not self._flush_soon:
             self._flush_soon = True

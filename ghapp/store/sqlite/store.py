@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiosqlite
 
+from ghapp.github.signature import Verdict
 from ghapp.store.batch import Batcher
 from ghapp.store.dialect import DeliveryItem, MarkItem
 from ghapp.store.lifecycle import LifecycleStore
@@ -112,15 +113,20 @@ class SqliteTaskStore(LifecycleStore):
 
     CONFLICT = (sqlite3.IntegrityError,)
 
-    def __init__(self, path: str | Path, writer_process: bool = False) -> None:
-        """`writer_process`: deliveries are written by a child process (the web role's choice:
-        intake then runs beside the event loop, not under its GIL)."""
+    def __init__(self, path: str | Path, intake_secret: str | None = None) -> None:
+        """`intake_secret`: WEBHOOK_SECRET, for the web role: a child process then checks and
+        writes deliveries, beside the event loop, not under its GIL (see `receive`)."""
         self._path = str(path)
-        self._writer = WriterProcess(self._path) if writer_process else None
+        self._writer = None if intake_secret is None else WriterProcess(self._path, intake_secret)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._adds = Batcher(self._insert_deliveries)  # without the child
         self._marks = Batcher(self._mark_deliveries)
+
+    @property
+    def has_writer(self) -> bool:
+        """Whether a child process checks and writes deliveries (`receive`)."""
+        return self._writer is not None
 
     async def migrate(self) -> None:
         """Open the connection (once) and bring the schema up to date."""
@@ -214,12 +220,25 @@ class SqliteTaskStore(LifecycleStore):
     ) -> bool:
         """As Records' (stored once, grouped with others), through the child where there is one."""
         if self._writer is not None:
-            return await self._writer.add((delivery_id, event, dt_to_db(received_at), body))
+            row = (delivery_id, event, dt_to_db(received_at), None, body)
+            return await self._writer.add(row) is Verdict.NEW
         return await super().add_delivery(delivery_id, event, body, received_at)
 
+    async def receive(
+        self, delivery_id: str, event: str, body: bytes, received_at: datetime, header: str | None
+    ) -> Verdict:
+        """A webhook checked (signature, shape) and stored in one trip to the writer process, so
+        the event loop hashes no body; a web role's Receive."""
+        if self._writer is None:
+            raise RuntimeError("SqliteTaskStore has no intake_secret: it receives no webhooks")
+        if not header or not header.isascii():  # nothing the child could match
+            return Verdict.UNSIGNED
+        return await self._writer.add((delivery_id, event, dt_to_db(received_at), header, body))
+
     async def _insert_deliveries(self, batch: Sequence[DeliveryItem]) -> list[bool]:
-        rows = [(id_, event, dt_to_db(at), body) for id_, event, body, at in batch]
-        return await self._group(functools.partial(insert, rows))
+        rows = [(id_, event, dt_to_db(at), None, body) for id_, event, body, at in batch]
+        verdicts = await self._group(functools.partial(insert, rows))
+        return [verdict is Verdict.NEW for verdict in verdicts]
 
     async def _mark_deliveries(self, batch: Sequence[MarkItem]) -> list[None]:
         return await self._group(functools.partial(_mark, batch))

@@ -19,15 +19,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO, TypeVar
 
+from ghapp.github.signature import Verdict, refusal
 from ghapp.store.rows import body_sha256, pack_body
 from ghapp.store.sqlite import schema
 
 T = TypeVar("T")
 
-COUNT = struct.Struct("!I")  # a batch's number of deliveries; a reply's length
-FIELDS = struct.Struct("!HHHI")  # lengths of a delivery's id, event, received_at and body
-OK, FAILED = b"\0", b"\1"  # a reply's first byte: one 0/1 per delivery follows, or an error
-WriteRow = tuple[str, str, str, bytes]  # id, event, received_at as stored, body
+COUNT = struct.Struct("!I")  # a batch's number of deliveries; a reply's length; the secret's
+# Whether to check the signature, then the lengths of id, event, received_at, signature, body.
+FIELDS = struct.Struct("!BHHHHI")
+OK, FAILED = b"\0", b"\1"  # a reply's first byte: a Verdict per delivery follows, or an error
+# id, event, received_at as stored, X-Hub-Signature-256 (None: the caller checked), body
+WriteRow = tuple[str, str, str, str | None, bytes]
 
 # The WAL is copied into the database after every batch by a thread of its own; past this
 # many pages the writer waits for a full checkpoint, so the file stays bounded.
@@ -44,16 +47,22 @@ INSERT_DELIVERY = (
 INSERT_BODY = "INSERT INTO delivery_bodies (seq, body) VALUES (?, ?)"
 
 
-def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection) -> list[bool]:
-    """Each delivery's small row, and its body only where the row is new (not a duplicate)."""
-    fresh = []
-    for delivery_id, event, received_at, body in rows:
+def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection, secret: str = "") -> list[Verdict]:
+    """Each signed delivery's small row, and its body only where the row is new (not a
+    duplicate); a delivery its signature or shape refuses is not written."""
+    verdicts = []
+    for delivery_id, event, received_at, header, body in rows:
+        refused = None if header is None else refusal(secret, body, header)
+        if refused is not None:
+            verdicts.append(refused)
+            continue
         added = conn.execute(INSERT_DELIVERY, (delivery_id, event, received_at, body_sha256(body)))
-        new = added.rowcount == 1
-        if new:
+        if added.rowcount == 1:
             conn.execute(INSERT_BODY, (added.lastrowid, pack_body(body)))  # the row's seq
-        fresh.append(new)
-    return fresh
+            verdicts.append(Verdict.NEW)
+        else:
+            verdicts.append(Verdict.DUPLICATE)
+    return verdicts
 
 
 def begin_immediate(conn: sqlite3.Connection) -> None:
@@ -93,9 +102,14 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection]
 def encode_batch(rows: Sequence[WriteRow]) -> bytes:
     """One batch as the child reads it: a count, then each delivery's lengths and bytes."""
     parts = [COUNT.pack(len(rows))]
-    for delivery_id, event, received_at, body in rows:
-        texts = delivery_id.encode(), event.encode(), received_at.encode()
-        parts.append(FIELDS.pack(*map(len, texts), len(body)))
+    for delivery_id, event, received_at, header, body in rows:
+        texts = (
+            delivery_id.encode(),
+            event.encode(),
+            received_at.encode(),
+            (header or "").encode(),
+        )
+        parts.append(FIELDS.pack(header is not None, *map(len, texts), len(body)))
         parts.extend(texts)
         parts.append(body)
     return b"".join(parts)
@@ -111,19 +125,37 @@ def read_batch(stream: BinaryIO) -> list[WriteRow] | None:
         sizes = stream.read(FIELDS.size)
         if len(sizes) < FIELDS.size:
             return None
-        a, b, c, d = FIELDS.unpack(sizes)
-        data = stream.read(a + b + c + d)
-        if len(data) < a + b + c + d:
+        signed, a, b, c, d, e = FIELDS.unpack(sizes)
+        data = stream.read(a + b + c + d + e)
+        if len(data) < a + b + c + d + e:
             return None
-        text = data[: a + b + c].decode()
-        rows.append((text[:a], text[a : a + b], text[a + b :], data[a + b + c :]))
+        text = data[: a + b + c + d].decode()
+        header = text[a + b + c :] if signed else None
+        rows.append(
+            (text[:a], text[a : a + b], text[a + b : a + b + c], header, data[a + b + c + d :])
+        )
     return rows
 
 
-def encode_reply(fresh: Sequence[bool] | None, error: str = "") -> bytes:
-    """Whether each delivery was new, or why the batch failed."""
-    body = bytes(fresh) if fresh is not None else error.encode()
-    return (OK if fresh is not None else FAILED) + COUNT.pack(len(body)) + body
+def encode_secret(secret: str) -> bytes:
+    """The first thing the child reads: WEBHOOK_SECRET, on its pipe (not argv or environ)."""
+    data = secret.encode()
+    return COUNT.pack(len(data)) + data
+
+
+def read_secret(stream: BinaryIO) -> str | None:
+    """The secret, or None if ghapp closed the pipe first."""
+    head = stream.read(COUNT.size)
+    if len(head) < COUNT.size:
+        return None
+    data = stream.read(COUNT.unpack(head)[0])
+    return data.decode() if len(data) == COUNT.unpack(head)[0] else None
+
+
+def encode_reply(verdicts: Sequence[Verdict] | None, error: str = "") -> bytes:
+    """Each delivery's Verdict, or why the batch failed."""
+    body = bytes(verdicts) if verdicts is not None else error.encode()
+    return (OK if verdicts is not None else FAILED) + COUNT.pack(len(body)) + body
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -152,6 +184,9 @@ def checkpoint_forever(path: str, wake: threading.Event) -> None:
 
 def serve(path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Answer batches until stdin ends."""
+    secret = read_secret(stdin)
+    if secret is None:
+        return
     conn = connect(path)
     # Only if the checkpointer falls far behind does a commit checkpoint (and wait) itself.
     conn.execute(f"PRAGMA wal_autocheckpoint = {4 * CHECKPOINT_RESTART_PAGES}")
@@ -159,7 +194,9 @@ def serve(path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
     threading.Thread(target=checkpoint_forever, args=(path, wake), daemon=True).start()
     while (rows := read_batch(stdin)) is not None:
         try:
-            reply = encode_reply(in_transaction(conn, functools.partial(insert, rows)))
+            reply = encode_reply(
+                in_transaction(conn, functools.partial(insert, rows, secret=secret))
+            )
         except sqlite3.Error as exc:
             reply = encode_reply(None, f"{type(exc).__name__}: {exc}")
         stdout.write(reply)
