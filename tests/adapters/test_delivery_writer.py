@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -83,6 +84,27 @@ async def test_the_writer_checks_each_signature_and_shape_and_stores_only_what_p
     await eventually(lambda: not alive(first), within=5)
     assert await store.receive("d-8", "issues", other, T0, sign(SECRET, other)) is Verdict.NEW
     assert await store.receive("d-9", "issues", b"{}", T0, sign("x", b"{}")) is Verdict.UNSIGNED
+
+
+async def test_a_quiet_writer_copies_its_wal_into_the_database_file(
+    store: SqliteTaskStore, tmp_path: Path
+) -> None:
+    """Checkpoints come every few batches under load, and after a quarter second of quiet: a
+    lone delivery reaches the database file itself, not only the WAL."""
+    assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0)
+    alone = tmp_path / "alone.sqlite3"
+
+    def in_the_file_alone() -> bool:
+        shutil.copyfile(tmp_path / "ghapp.sqlite3", alone)  # without its -wal
+        conn = sqlite3.connect(alone)
+        try:
+            return conn.execute("SELECT id FROM deliveries").fetchall() == [("d-1",)]
+        except sqlite3.OperationalError:  # not even the schema is in the file yet
+            return False
+        finally:
+            conn.close()
+
+    await eventually(in_the_file_alone, within=3)
 
 
 async def test_a_killed_writer_is_replaced_without_a_failed_delivery(

@@ -32,8 +32,13 @@ OK, FAILED = b"\0", b"\1"  # a reply's first byte: a Verdict per delivery follow
 # id, event, received_at as stored, X-Hub-Signature-256 (None: the caller checked), body
 WriteRow = tuple[str, str, str, str | None, bytes]
 
-# The WAL is copied into the database after every batch by a thread of its own; past this
-# many pages the writer waits for a full checkpoint, so the file stays bounded.
+# The WAL is copied into the database by a thread of its own, after every CHECKPOINT_EVERY
+# batches or CHECKPOINT_BYTES of bodies (pages written again in between are copied once, and
+# each copy costs two fsyncs), and after CHECKPOINT_IDLE_S without one; past
+# CHECKPOINT_RESTART_PAGES it waits for a full checkpoint, so the file stays bounded.
+CHECKPOINT_EVERY = 8
+CHECKPOINT_BYTES = 1 << 20
+CHECKPOINT_IDLE_S = 0.25
 CHECKPOINT_RESTART_PAGES = 2000
 POLL_S = 0.0005  # how often a batch asks for the write lock while another connection holds it
 # A full checkpoint holds new writers back while it waits for readers: intake waits at most
@@ -167,11 +172,11 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 def checkpoint_forever(path: str, wake: threading.Event) -> None:
-    """Copy the WAL into the database after each batch; all of it once it grows long."""
+    """Copy the WAL into the database when woken or idle; all of it once it grows long."""
     conn = connect(path)
     conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
     while True:
-        wake.wait()
+        wake.wait(CHECKPOINT_IDLE_S)
         wake.clear()
         try:
             # fetchall: a statement left open would keep its snapshot, and the WAL its length
@@ -192,6 +197,7 @@ def serve(path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
     conn.execute(f"PRAGMA wal_autocheckpoint = {4 * CHECKPOINT_RESTART_PAGES}")
     wake = threading.Event()
     threading.Thread(target=checkpoint_forever, args=(path, wake), daemon=True).start()
+    batches = written = 0
     while (rows := read_batch(stdin)) is not None:
         try:
             reply = encode_reply(
@@ -201,7 +207,10 @@ def serve(path: str, stdin: BinaryIO, stdout: BinaryIO) -> None:
             reply = encode_reply(None, f"{type(exc).__name__}: {exc}")
         stdout.write(reply)
         stdout.flush()
-        wake.set()
+        batches, written = batches + 1, written + sum(len(row[-1]) for row in rows)
+        if batches >= CHECKPOINT_EVERY or written >= CHECKPOINT_BYTES:
+            wake.set()
+            batches = written = 0
     conn.close()
 
 
