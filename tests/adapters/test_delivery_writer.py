@@ -50,7 +50,8 @@ async def test_deliveries_are_written_by_a_child_process(store: SqliteTaskStore)
     assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is True
     assert await store.add_delivery("d-1", "issues", b'{"n": 1}', T0) is False
     assert await store.add_delivery("d-2", "issues", b'{"n": 1}', T0) is False  # a replay
-    assert await stored_ids(store) == ["d-1"]
+    assert await store.add_delivery("d-é-\u4e00", "issues", b'{"n": 2}', T0) is True
+    assert await stored_ids(store) == ["d-1", "d-é-\u4e00"]  # UTF-8 travels whole
     assert the_writer() == writer  # one writer, for every batch
 
 

@@ -52,12 +52,17 @@ INSERT_DELIVERY = (
 INSERT_BODY = "INSERT INTO delivery_bodies (seq, body) VALUES (?, ?)"
 
 
-def insert(rows: Sequence[WriteRow], conn: sqlite3.Connection, secret: str = "") -> list[Verdict]:
-    """Each signed delivery's small row, and its body only where the row is new (not a
-    duplicate); a delivery its signature or shape refuses is not written."""
+def insert(
+    rows: Sequence[WriteRow], conn: sqlite3.Connection, secret: str | None = None
+) -> list[Verdict]:
+    """Each delivery's small row, and its body only where the row is new (not a duplicate);
+    one with a signature is written only if it matches `secret` (none: none matches)."""
     verdicts = []
     for delivery_id, event, received_at, header, body in rows:
-        refused = None if header is None else refusal(secret, body, header)
+        if header is None:
+            refused = None  # the caller checked it (add_delivery)
+        else:
+            refused = Verdict.UNSIGNED if secret is None else refusal(secret, body, header)
         if refused is not None:
             verdicts.append(refused)
             continue
@@ -130,15 +135,16 @@ def read_batch(stream: BinaryIO) -> list[WriteRow] | None:
         sizes = stream.read(FIELDS.size)
         if len(sizes) < FIELDS.size:
             return None
-        signed, a, b, c, d, e = FIELDS.unpack(sizes)
-        data = stream.read(a + b + c + d + e)
-        if len(data) < a + b + c + d + e:
+        signed, *lengths = FIELDS.unpack(sizes)
+        data = stream.read(sum(lengths))
+        if len(data) < sum(lengths):
             return None
-        text = data[: a + b + c + d].decode()
-        header = text[a + b + c :] if signed else None
-        rows.append(
-            (text[:a], text[a : a + b], text[a + b : a + b + c], header, data[a + b + c + d :])
-        )
+        texts, start = [], 0
+        for size in lengths[:4]:  # sliced as bytes, then decoded: a field may be UTF-8
+            texts.append(data[start : start + size].decode())
+            start += size
+        delivery_id, event, received_at, header = texts
+        rows.append((delivery_id, event, received_at, header if signed else None, data[start:]))
     return rows
 
 
@@ -153,8 +159,9 @@ def read_secret(stream: BinaryIO) -> str | None:
     head = stream.read(COUNT.size)
     if len(head) < COUNT.size:
         return None
-    data = stream.read(COUNT.unpack(head)[0])
-    return data.decode() if len(data) == COUNT.unpack(head)[0] else None
+    (size,) = COUNT.unpack(head)
+    data = stream.read(size)
+    return data.decode() if len(data) == size else None
 
 
 def encode_reply(verdicts: Sequence[Verdict] | None, error: str = "") -> bytes:
