@@ -30,6 +30,7 @@ from tests.contract.support import (
 from tests.contract.task_store_contract import TaskStoreContract
 from tests.fakes.ghapp_process import read_db
 
+LZ4_BODIES = 11  # the schema from which bodies are stored as LZ4 frames
 # the step that hashes delivery bodies
 HASHES = next(i for i, step in enumerate(MIGRATIONS) if "body_sha256" in step[0])
 # the step that moves delivery bodies into a table of their own
@@ -217,6 +218,8 @@ class TestSqliteTaskStore(TaskStoreContract):
         try:
             assert raw.execute("PRAGMA page_size").fetchone() == (4096,)
             (kept,) = raw.execute("SELECT length(body) FROM delivery_bodies").fetchone()
+            # schema 11 marks LZ4 bodies: a ghapp from before (at 10) refuses the file
+            assert raw.execute("PRAGMA user_version").fetchone()[0] >= LZ4_BODIES
         finally:
             raw.close()
         assert kept < len(sent) / 5
