@@ -63,6 +63,10 @@ def verify_then_store(store: TaskStore, secret: str) -> Receive:
     return receive
 
 
+def _printable(header: str) -> bool:
+    return header.isascii() and header.isprintable()
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -91,6 +95,8 @@ async def _take_in(request: web.Request, deps: WebDeps) -> web.Response:
     delivery = request.headers.get("X-GitHub-Delivery")
     if not event or not delivery:
         return _error(400, "X-GitHub-Event and X-GitHub-Delivery headers are required")
+    if not (_printable(event) and _printable(delivery)):  # GitHub sends a name and a GUID
+        return _error(400, "X-GitHub-Event and X-GitHub-Delivery must be printable ASCII")
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:

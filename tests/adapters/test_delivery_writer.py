@@ -87,6 +87,20 @@ async def test_the_writer_checks_each_signature_and_shape_and_stores_only_what_p
     assert await store.receive("d-9", "issues", b"{}", T0, sign("x", b"{}")) is Verdict.UNSIGNED
 
 
+async def test_a_delivery_that_cannot_be_encoded_fails_alone(store: SqliteTaskStore) -> None:
+    """A lone surrogate (what undecodable header bytes become) fails its own caller; the
+    delivery queued beside it is stored, and nobody waits for ever."""
+    async with asyncio.timeout(10):
+        odd, good = await asyncio.gather(
+            store.add_delivery("d-\udcff", "issues", b'{"n": 1}', T0),
+            store.add_delivery("d-good", "issues", b'{"n": 2}', T0),
+            return_exceptions=True,
+        )
+    assert isinstance(odd, UnicodeEncodeError)
+    assert good is True
+    assert await stored_ids(store) == ["d-good"]
+
+
 async def test_a_quiet_writer_copies_its_wal_into_the_database_file(
     store: SqliteTaskStore, tmp_path: Path
 ) -> None:

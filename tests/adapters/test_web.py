@@ -203,6 +203,29 @@ async def test_identity_encoding_is_accepted(client: Client, store: SqliteTaskSt
     assert (await post(client, body, headers)).status == 202
 
 
+@pytest.mark.parametrize("value", [b"\xff\xfe-bytes", "d-\u00e9".encode(), b"d-\x7f"])
+async def test_an_odd_delivery_id_is_400_alone_and_a_good_one_beside_it_is_stored(
+    client: Client, store: SqliteTaskStore, value: bytes
+) -> None:
+    """GitHub sends a GUID. Bytes that are not UTF-8 once hung every delivery of their batch
+    (the writer's encoding failed), so they are refused before anything is queued."""
+    odd = b'{"zen": "odd"}'
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-GitHub-Event: ping\r\nX-Hub-Signature-256: {sign(SECRET, odd)}\r\n"
+        f"Content-Length: {len(odd)}\r\n"
+    ).encode()
+    head += b"X-GitHub-Delivery: " + value + b"\r\n\r\n"
+    good = b'{"zen": "good"}'
+    answers = await asyncio.gather(
+        raw_request(client, head, odd),
+        post(client, good, webhook_headers(SECRET, "ping", "d-good", good)),
+    )
+    assert answers[0].split()[1] == b"400"  # ours, or aiohttp's parser's for a DEL byte
+    assert answers[1].status == 202
+    assert [d.id for d in await store.pending_deliveries()] == ["d-good"]
+
+
 @pytest.mark.parametrize("value", ["sha256=\u00e9", "sha256=" + "\u00ff" * 64, "\u00e9"])
 async def test_non_ascii_signature_is_401(
     client: Client, store: SqliteTaskStore, value: str

@@ -66,7 +66,7 @@ class Rig:
 def rig() -> Iterator[Rig]:
     runner = asyncio.Runner()
     tmp = Path(tempfile.mkdtemp(prefix="ghapp-fuzz-web-"))
-    store = SqliteTaskStore(tmp / "ghapp.sqlite3")
+    store = SqliteTaskStore(tmp / "ghapp.sqlite3", intake_secret=SECRET)  # as ghapp runs
     runner.run(store.migrate())
     woken: list[int] = []
 
@@ -76,7 +76,16 @@ def rig() -> Iterator[Rig]:
     async def nothing() -> None:
         return None
 
-    deps = WebDeps(store, SECRET, PATH, lambda: woken.append(1), health, nothing, nothing)
+    deps = WebDeps(
+        store,
+        SECRET,
+        PATH,
+        lambda: woken.append(1),
+        health,
+        nothing,
+        nothing,
+        receive=store.receive,
+    )
 
     async def open_client() -> Client:
         client = TestClient(TestServer(create_app(deps)))

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import ghapp
 from ghapp.github.signature import Verdict
-from ghapp.store.sqlite.writer import COUNT, OK, WriteRow, encode_batch, encode_secret
+from ghapp.store.sqlite.writer import (
+    COUNT,
+    OK,
+    WriteRow,
+    encode_batch,
+    encode_row,
+    encode_secret,
+)
 
 PIPE_BYTES = 1 << 20  # a batch of 14-28 KB bodies goes into the pipe in one write
 STOP_S = 10.0  # the child finishes its batch and exits on end of input; then it is killed
@@ -152,7 +159,7 @@ class WriterProcess:
         self._path = path
         self._secret = secret  # WEBHOOK_SECRET: the child checks signatures
         self._child: _Child | None = None
-        self._queued: list[tuple[WriteRow, asyncio.Future[Verdict]]] = []
+        self._queued: list[tuple[bytes, asyncio.Future[Verdict]]] = []  # rows encoded
         self._flush_soon = False
         self._reviving: asyncio.Task[None] | None = None
         self._closed = False
@@ -186,8 +193,9 @@ class WriterProcess:
         """
         if self._closed or self._child is None:
             raise sqlite3.OperationalError("the delivery writer is not running")
+        data = encode_row(row)  # here: a row that cannot be encoded fails its caller alone
         caller: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._queued.append((row, caller))
+        self._queued.append((data, caller))
         if not self._flush_soon:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)

@@ -109,20 +109,17 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection]
     return done
 
 
-def encode_batch(rows: Sequence[WriteRow]) -> bytes:
-    """One batch as the child reads it: a count, then each delivery's lengths and bytes."""
-    parts = [COUNT.pack(len(rows))]
-    for delivery_id, event, received_at, header, body in rows:
-        texts = (
-            delivery_id.encode(),
-            event.encode(),
-            received_at.encode(),
-            (header or "").encode(),
-        )
-        parts.append(FIELDS.pack(header is not None, *map(len, texts), len(body)))
-        parts.extend(texts)
-        parts.append(body)
-    return b"".join(parts)
+def encode_row(row: WriteRow) -> bytes:
+    """One delivery as the child reads it: its lengths, then its bytes. Raises (for this
+    delivery alone) on text that is not UTF-8 or a field too long for its length."""
+    delivery_id, event, received_at, header, body = row
+    texts = (delivery_id.encode(), event.encode(), received_at.encode(), (header or "").encode())
+    return FIELDS.pack(header is not None, *map(len, texts), len(body)) + b"".join(texts) + body
+
+
+def encode_batch(rows: Sequence[bytes]) -> bytes:
+    """Encoded deliveries as one batch: their count, then each of them."""
+    return COUNT.pack(len(rows)) + b"".join(rows)
 
 
 def read_batch(stream: BinaryIO) -> list[WriteRow] | None:
