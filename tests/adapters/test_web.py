@@ -14,15 +14,15 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestServer
 
-from ghapp.core.model import TaskState
-from ghapp.github.signature import Receive, signature_ok
+from ghapp.github.signature import signature_ok
 from ghapp.github.webhooks import Context
 from ghapp.inbox import Inbox
 from ghapp.store.sqlite import SqliteTaskStore
-from ghapp.web import MAX_BODY, SERVER_OPTIONS, WebDeps, create_app
+from ghapp.web import MAX_BODY, SERVER_OPTIONS, create_app
 from tests.conftest import Client, payload, sign, webhook_headers
 from tests.fakes.memory import FakeClock
 from tests.fakes.stack import eventually
+from tests.fakes.web import web_deps
 
 SECRET = "It's a Secret to Everybody"
 WOKEN = web.AppKey("woken", list)
@@ -40,31 +40,10 @@ async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
     await s.close()
 
 
-def receiver(store: SqliteTaskStore) -> Receive | None:
-    """The store's own check-and-write where it has a writer process, as bootstrap wires it."""
-    return store.receive if store.has_writer else None
-
-
 @pytest.fixture
 async def client(aiohttp_client: Any, store: SqliteTaskStore) -> Client:
     woken: list[int] = []
-
-    async def health() -> dict[str, Any]:
-        return {"ok": await store.ping(), "queued": await store.count(TaskState.QUEUED)}
-
-    async def nothing() -> None:
-        return None
-
-    deps = WebDeps(
-        store,
-        SECRET,
-        PATH,
-        lambda: woken.append(1),
-        health,
-        nothing,
-        nothing,
-        receive=receiver(store),
-    )
+    deps = web_deps(store, SECRET, PATH, woken)
     app = create_app(deps)
     app[WOKEN] = woken
     server = TestServer(app)
@@ -257,15 +236,8 @@ async def test_the_inbox_waits_while_a_webhook_is_being_taken_in(
     aiohttp_client: Any, store: SqliteTaskStore
 ) -> None:
     inbox = Inbox(store, Context(None, "mc-auto", "/mc", 1.0), FakeClock())  # type: ignore[arg-type]
-
-    async def health() -> dict[str, Any]:
-        return {"ok": True}
-
-    async def nothing() -> None:
-        return None
-
-    deps = WebDeps(store, SECRET, PATH, inbox.wake, health, nothing, nothing)
-    deps = dataclasses.replace(deps, intake=inbox.intake, receive=receiver(store))
+    deps = web_deps(store, SECRET, PATH, [])
+    deps = dataclasses.replace(deps, on_stored=inbox.wake, intake=inbox.intake)
     client = await aiohttp_client(create_app(deps))
     await inbox.start()
     try:

@@ -23,11 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ghapp.core.model import TaskState
 from ghapp.github.signature import looks_like_object
 from ghapp.store.sqlite import SqliteTaskStore
-from ghapp.web import MAX_BODY, WebDeps, create_app
+from ghapp.web import MAX_BODY, create_app
 from tests.conftest import Client, sign
+from tests.fakes.web import web_deps
 from tests.fuzz.strategies import FIXTURES, HOSTILE_TEXT, fixture, json_values
 
 SECRET = "fuzz-secret-\u00e9"
@@ -70,22 +70,7 @@ def rig() -> Iterator[Rig]:
     runner.run(store.migrate())
     woken: list[int] = []
 
-    async def health() -> dict[str, Any]:
-        return {"ok": await store.ping(), "queued": await store.count(TaskState.QUEUED)}
-
-    async def nothing() -> None:
-        return None
-
-    deps = WebDeps(
-        store,
-        SECRET,
-        PATH,
-        lambda: woken.append(1),
-        health,
-        nothing,
-        nothing,
-        receive=store.receive,
-    )
+    deps = web_deps(store, SECRET, PATH, woken)
 
     async def open_client() -> Client:
         client = TestClient(TestServer(create_app(deps)))
