@@ -418,21 +418,23 @@ async def main() -> None:
     client = "wrk, 1 thread" if use_wrk else "python aiohttp client"
     print(f"client {client}, {args.connections} connections, {args.seconds} s per server")
     for workload in args.workload or list(WORKLOADS):
-        runs, pooled = [], [0.0, 0.0]  # ghapp's and bare's requests per second, summed
+        runs = []
         for _ in range(args.repeat):
             bare = await measure("bare", workload, args.seconds, args.connections, use_wrk)
             real = await measure("real", workload, args.seconds, args.connections, use_wrk)
             report(workload, bare, real)
-            runs.append((real["rps"] / bare["rps"], real["p99"], bare["p99"]))
-            pooled[0] += real["rps"]
-            pooled[1] += bare["rps"]
+            runs.append((real["rps"], bare["rps"], real["p99"], bare["p99"]))
         if len(runs) > 1:
-            ratios, p99s, bare_p99s = (sorted(x) for x in zip(*runs, strict=True))
+            reals, bares, p99s, bare_p99s = (list(x) for x in zip(*runs, strict=True))
+            ratios = sorted(real / bare for real, bare in zip(reals, bares, strict=True))
+            p99s.sort()
+            bare_p99s.sort()
             # Pooled: the ratio of the totals (every window is as long), less swayed than any one
             # pair by the machine's speed changing between the pair's two runs.
+            pooled = sum(reals) / sum(bares)
             print(
                 f"== {workload}, {len(runs)} runs: ratio {ratios[0]:.3f}-{ratios[-1]:.3f} "
-                f"(median {ratios[len(runs) // 2]:.3f}, pooled {pooled[0] / pooled[1]:.3f}), "
+                f"(median {ratios[len(runs) // 2]:.3f}, pooled {pooled:.3f}), "
                 f"ghapp p99 {p99s[0]:.0f}-{p99s[-1]:.0f} ms "
                 f"(bare p99 {bare_p99s[0]:.0f}-{bare_p99s[-1]:.0f} ms)"
             )
